@@ -1,0 +1,8 @@
+"""SciDevNN cnn plugin."""
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("scidevnn-cnn")
+except metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"

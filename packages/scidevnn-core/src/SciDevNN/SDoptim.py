@@ -1,0 +1,1 @@
+"""STUB: course interface (to be written)."""

@@ -1,0 +1,62 @@
+"""Sequential: layers applied one after the other; backward runs them in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, overload
+
+from scidevnn.module import Module
+
+
+class Sequential(Module):
+    """``y = layer_n(... layer_1(x))``; ``backward(g)`` is ``layer_1.backward(... layer_n.backward(g))``.
+
+    Indexing, slicing, ``len``, iteration and ``append`` behave like ``torch.nn.Sequential``;
+    children are named ``"0"``, ``"1"``, ... so parameter names match torch's.
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        for index, layer in enumerate(layers):
+            self.add_module(str(index), layer)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def backward(self, grad_output: Any) -> Any:
+        layers = list(self._modules.values())
+        if layers:
+            layers[0].needs_input_grad = self.needs_input_grad
+        grad = grad_output
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def append(self, layer: Module) -> Sequential:
+        self.add_module(str(len(self._modules)), layer)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+
+    def __getitem__(self, index: int | slice) -> Module | Sequential:
+        layers = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*layers[index])
+        if not -len(layers) <= index < len(layers):
+            raise IndexError(f"index {index} is out of range for Sequential of {len(layers)}")
+        return layers[index]
+
+    def get_config(self) -> dict[str, Any]:
+        return {}

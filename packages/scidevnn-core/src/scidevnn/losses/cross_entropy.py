@@ -1,0 +1,7 @@
+"""STUB"""
+
+from scidevnn.losses.loss import Loss
+
+
+class CrossEntropyLoss(Loss):
+    pass

@@ -1,0 +1,7 @@
+"""STUB"""
+
+from scidevnn.module import Module
+
+
+class Loss(Module):
+    pass

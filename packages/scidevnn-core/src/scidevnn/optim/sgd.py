@@ -1,0 +1,7 @@
+"""STUB"""
+
+from scidevnn.optim.optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    pass

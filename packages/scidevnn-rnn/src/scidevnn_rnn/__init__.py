@@ -1,0 +1,8 @@
+"""SciDevNN rnn plugin."""
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("scidevnn-rnn")
+except metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
