@@ -9,7 +9,10 @@ from scidevnn.module import Module
 
 
 class Sequential(Module):
-    """``y = layer_n(... layer_1(x))``; ``backward(g)`` is ``layer_1.backward(... layer_n.backward(g))``.
+    """Layers in a chain: ``y = f_n(... f_1(x))``.
+
+    ``backward(g)`` runs ``f_1.backward(... f_n.backward(g))``, each layer's backward pairing
+    with its own most recent forward.
 
     Indexing, slicing, ``len``, iteration and ``append`` behave like ``torch.nn.Sequential``;
     children are named ``"0"``, ``"1"``, ... so parameter names match torch's.

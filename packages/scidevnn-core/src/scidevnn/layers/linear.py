@@ -34,11 +34,12 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-        factory = {"device": device, "dtype": dtype}
-        self.weight = Parameter(torch.empty(out_features, in_features, **factory).uniform_(-bound, bound))
+        weight = torch.empty(out_features, in_features, device=device, dtype=dtype)
+        self.weight = Parameter(weight.uniform_(-bound, bound))
         self.bias: Parameter | None
         if bias:
-            self.bias = Parameter(torch.empty(out_features, **factory).uniform_(-bound, bound))
+            bias_value = torch.empty(out_features, device=device, dtype=dtype)
+            self.bias = Parameter(bias_value.uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
 
