@@ -48,3 +48,15 @@ class MissingPluginError(ModelFileError):
 
 class DatasetMismatchError(ModelFileError):
     """A parameter or buffer dataset is missing, extra, or of the wrong shape or dtype."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """There is no model file at the path given."""
+
+
+class MalformedFileError(ModelFileError):
+    """HDF5, but not laid out as a model: a missing attribute, a config that is not JSON..."""
+
+
+class DistributedError(SciDevNNError, RuntimeError):
+    """A data-parallel run failed: a peer worker died, never joined or stopped responding."""

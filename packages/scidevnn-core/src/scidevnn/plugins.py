@@ -70,8 +70,14 @@ class Registry:
             ("register_course_modules", self.course_modules),
         ):
             for impl in getattr(plugin_manager.hook, hook_name).get_hookimpls():
+                # plugins registered in-process (not through an entry point) have no
+                # distribution, except the core's own built-in plugin
+                builtin = impl.plugin_name == CORE_DISTRIBUTION
                 dist, version = distributions.get(
-                    id(impl.plugin), (CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION))
+                    id(impl.plugin),
+                    (CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION))
+                    if builtin
+                    else ("unknown", "unknown"),
                 )
                 impl.function(register=self._registrar(table, impl.plugin_name, dist, version))
 
@@ -106,9 +112,13 @@ class Registry:
         return self.layers[name]
 
 
-def missing_message(name: str, table: dict[str, LayerInfo]) -> str:
-    """'unknown layer X; install Y' or 'unknown layer X; available: ...'."""
-    provider = KNOWN_PROVIDERS.get(name)
+def missing_message(name: str, table: dict[str, LayerInfo], provider: str | None = None) -> str:
+    """'unknown layer X; install Y' or 'unknown layer X; available: ...'.
+
+    ``provider`` (e.g. the distribution a model file names) is used when ``name`` is not one
+    of the project's own plugin layers.
+    """
+    provider = KNOWN_PROVIDERS.get(name, provider)
     if provider is not None:
         return (
             f"unknown layer type '{name}': it is provided by the plugin package {provider}, "

@@ -54,9 +54,12 @@ class Sequential(Module):
     def __getitem__(self, index: slice) -> Sequential: ...
 
     def __getitem__(self, index: int | slice) -> Module | Sequential:
-        layers = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(*layers[index])
+            sliced = Sequential()  # keeps the children's names, as torch does
+            for name, layer in list(self._modules.items())[index]:
+                sliced.add_module(name, layer)
+            return sliced
+        layers = list(self._modules.values())
         if not -len(layers) <= index < len(layers):
             raise IndexError(f"index {index} is out of range for Sequential of {len(layers)}")
         return layers[index]

@@ -1,0 +1,196 @@
+"""LSTM: LSTMCell's recurrence over whole sequences, stacked and optionally bidirectional."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scidevnn_rnn._common import accumulate_bias, accumulate_matmul
+from scidevnn_rnn.lstm_cell import (
+    lstm_backward_coefficients,
+    lstm_gates_forward,
+    lstm_step_backward,
+)
+from scidevnn_rnn.rnn_base import (
+    DirectionParams,
+    RNNBase,
+    Slots,
+    hidden_weight_grads,
+    input_weight_grads,
+    project_input,
+)
+
+
+@dataclass
+class LSTMTape:
+    """One direction's forward, kept for its backward (all (T, N, ...) time-major)."""
+
+    x: Tensor  # layer input (T, N, I)
+    acts: Tensor  # gate activations i, f, g, o (T, N, 4H)
+    hs: Tensor  # hidden states (T + 1, N, H_out), see Slots
+    cs: Tensor  # cell states (T + 1, N, H)
+    tc: Tensor  # tanh(c') (T, N, H)
+    m: Tensor | None  # o * tanh(c') before the projection (T, N, H), with proj_size
+    params: DirectionParams
+    slots: Slots
+    mask: Tensor | None
+    zero_start: bool
+
+
+class LSTM(RNNBase):
+    """Multi-layer LSTM over sequences, with torch's arguments, parameters and outputs.
+
+    ``forward(input, hx=None, lengths=None)`` returns ``(output, (h_n, c_n))``; ``hx`` is
+    ``(h_0, c_0)``. Each step is LSTMCell's (see scidevnn_rnn.lstm_cell); with ``proj_size``
+    the hidden state is ``h = (o * tanh(c)) W_hr^T``. Shapes, ``lengths`` and the backward
+    signature: see RNNBase. Speed: the input part of every gate for the whole sequence is one
+    matrix product, each step one more for the hidden part; backward stacks the gate gradients
+    of all steps so that dW_ih, dW_hh, the biases and the input gradient are one product each.
+    """
+
+    num_chunks = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            "LSTM",
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device=device,
+            dtype=dtype,
+        )
+
+    def run_direction(
+        self,
+        x: Tensor,
+        h0: Tensor | None,
+        c0: Tensor | None,
+        params: DirectionParams,
+        slots: Slots,
+        mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None, Any]:
+        steps, batch = x.shape[0], x.shape[1]
+        hidden, out_size = self.hidden_size, self.output_size
+        bias = None
+        if params.b_ih is not None and params.b_hh is not None:
+            bias = params.b_ih.data + params.b_hh.data
+        acts = project_input(x, params.w_ih.data, bias)  # becomes the activations in place
+        hs = x.new_empty(steps + 1, batch, out_size)
+        cs = x.new_empty(steps + 1, batch, hidden)
+        tc = x.new_empty(steps, batch, hidden)
+        m = x.new_empty(steps, batch, hidden) if params.w_hr is not None else None
+        start = slots.initial()
+        zero_start = h0 is None
+        if h0 is None or c0 is None:
+            hs[start].zero_()
+            cs[start].zero_()
+        else:
+            hs[start].copy_(h0)
+            cs[start].copy_(c0)
+        out = slots.outputs(hs) if mask is None else x.new_empty(steps, batch, out_size)
+        w_hh_t = params.w_hh.data.t()
+        w_hr_t = None if params.w_hr is None else params.w_hr.data.t()
+        first = True
+        for t in slots.order():
+            cur, prev = slots.cur(t), slots.prev(t)
+            gates = acts[t]
+            fresh = zero_start and first
+            if not fresh:
+                gates.addmm_(hs[prev], w_hh_t)
+            c_prev = None if fresh else cs[prev]
+            if mask is None:
+                h_target = hs[cur] if m is None else m[t]
+                lstm_gates_forward(gates, c_prev, cs[cur], tc[t], h_target)
+                if w_hr_t is not None:
+                    torch.mm(h_target, w_hr_t, out=hs[cur])
+            else:
+                keep = mask[t]
+                c_new = torch.empty_like(tc[t])
+                h_new = torch.empty_like(tc[t]) if m is None else m[t]
+                lstm_gates_forward(gates, c_prev, c_new, tc[t], h_new)
+                if w_hr_t is not None:
+                    h_new = h_new @ w_hr_t
+                torch.where(keep, c_new, cs[prev], out=cs[cur])
+                torch.where(keep, h_new, hs[prev], out=hs[cur])
+                torch.mul(h_new, keep, out=out[t])
+            first = False
+        final = slots.final()
+        tape = LSTMTape(x, acts, hs, cs, tc, m, params, slots, mask, zero_start)
+        return out, hs[final], cs[final], tape
+
+    def backprop_direction(
+        self,
+        tape: Any,
+        grad_out: Tensor | None,
+        grad_h: Tensor | None,
+        grad_c: Tensor | None,
+        need_dx: bool,
+        need_dh0: bool,
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        assert isinstance(tape, LSTMTape)
+        slots, params, mask = tape.slots, tape.params, tape.mask
+        acts, tc, cs = tape.acts, tape.tc, tape.cs
+        steps = acts.shape[0]
+        deriv, o_tanh_deriv = lstm_backward_coefficients(acts, tc)
+        grad_gates = torch.empty_like(acts)
+        proj = params.w_hr
+        grad_hs = None if proj is None else torch.empty_like(slots.outputs(tape.hs))
+        w_hh = params.w_hh.data
+        dh = grad_h if grad_h is not None else tc.new_zeros(tc.shape[1], self.output_size)
+        dc = grad_c
+        if mask is not None and dc is None:
+            dc = torch.zeros_like(tc[0])
+        for k, t in enumerate(reversed(slots.order())):
+            first_step = k == steps - 1  # the first step of the forward pass
+            dh_t = dh if grad_out is None else dh + grad_out[t]
+            dh_step, dc_step = dh_t, dc
+            if mask is not None:  # padded rows: nothing enters the gates, states pass through
+                dh_step = dh_t * mask[t]
+                dc_step = None if dc is None else dc * mask[t]
+            if proj is not None and grad_hs is not None:
+                grad_hs[t].copy_(dh_step)
+                dh_step = dh_step @ proj.data
+            c_prev = None if (tape.zero_start and first_step) else cs[slots.prev(t)]
+            dc_prev = lstm_step_backward(
+                dh_step, dc_step, acts[t], tc[t], c_prev, deriv[t], o_tanh_deriv[t], grad_gates[t]
+            )
+            if first_step and not need_dh0:
+                break
+            dh_prev = grad_gates[t] @ w_hh
+            if mask is None:
+                dh, dc = dh_prev, dc_prev
+            else:
+                assert dc is not None
+                dh = torch.where(mask[t], dh_prev, dh_t)
+                dc = torch.where(mask[t], dc_prev, dc)
+        dx = input_weight_grads(params, grad_gates, tape.x, need_dx)
+        hidden_weight_grads(params, grad_gates, slots.previous(tape.hs), None)
+        if params.b_ih is not None:
+            flat = grad_gates.reshape(-1, grad_gates.shape[2])
+            accumulate_bias((params.b_ih, params.b_hh), flat.sum(0))
+        if proj is not None and grad_hs is not None and tape.m is not None:
+            flat_grad = grad_hs.reshape(-1, grad_hs.shape[2])
+            accumulate_matmul(proj, flat_grad.t(), tape.m.reshape(-1, tape.m.shape[2]))
+        if not need_dh0:
+            return dx, None, None
+        return dx, dh, dc
