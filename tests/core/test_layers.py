@@ -15,6 +15,12 @@ DTYPES = [torch.float32, torch.float64]
 pytestmark = pytest.mark.filterwarnings("ignore:Implicit dimension choice:UserWarning")
 
 
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Reproducible random inputs in every test."""
+    torch.manual_seed(0)
+
+
 def randn(*shape: int, dtype: torch.dtype = torch.float64, scale: float = 1.0) -> Tensor:
     return torch.randn(shape, dtype=dtype) * scale
 

@@ -10,6 +10,12 @@ import scidevnn as sd
 from scidevnn.errors import BackwardError, StateDictError
 
 
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Reproducible random inputs in every test."""
+    torch.manual_seed(0)
+
+
 class OurNet(sd.Module):
     """A hand-built module with attributes, nested containers and a bias-free layer."""
 

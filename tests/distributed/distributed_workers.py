@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 import scidevnn
 from scidevnn import distributed as sdist
+from scidevnn.plugins import get_layer
 
 FEATURES, CLASSES, SAMPLES = 12, 5, 96
 
@@ -59,11 +61,11 @@ def global_batches(world_size: int, global_batch: int, epochs: int) -> list[list
 def train(
     model: scidevnn.Module,
     batches: list[Tensor],
-    dtype: torch.dtype,
+    data: tuple[Tensor, Tensor],
     accumulate: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> None:
     """SGD with momentum on cross-entropy; ``accumulate`` wraps the first half-batch backward."""
-    x, y = make_data(dtype)
+    x, y = data
     loss_fn = scidevnn.CrossEntropyLoss()
     optimizer = scidevnn.SGD(model.parameters(), lr=0.5, momentum=0.9)
     for index in batches:
@@ -75,17 +77,24 @@ def train(
             halves = index.chunk(2)
             with accumulate():
                 loss_fn(model(x[halves[0]]), y[halves[0]])
-                model.backward(loss_fn.backward() * 0.5)
+                model.backward(half(loss_fn.backward()))
             loss_fn(model(x[halves[1]]), y[halves[1]])
-            model.backward(loss_fn.backward() * 0.5)
+            model.backward(half(loss_fn.backward()))
         optimizer.step()
 
 
-def reference_mlp(world_size: int, global_batch: int, epochs: int, dtype: torch.dtype) -> dict[str, Tensor]:
+def half(grad: Tensor | None) -> Tensor:
+    assert grad is not None
+    return grad * 0.5
+
+
+def reference_mlp(
+    world_size: int, global_batch: int, epochs: int, dtype: torch.dtype
+) -> dict[str, Tensor]:
     """One process, global batches made of every rank's share of the step; rank 0's start."""
     model = build_mlp(100, dtype)
     batches = [torch.cat(parts) for parts in global_batches(world_size, global_batch, epochs)]
-    train(model, batches, dtype)
+    train(model, batches, make_data(dtype))
     return dict(model.state_dict())
 
 
@@ -103,14 +112,87 @@ def mlp_worker(out_dir: str, global_batch: int, epochs: int) -> tuple[int, int]:
             if variant == "small-buckets":
                 assert len(model._buckets.buckets) >= 3
                 log_overlap(model, events)
-            train(model, batches, dtype)
+            train(model, batches, make_data(dtype))
             if variant == "small-buckets":  # communication started before the backward ended
                 assert events.index("all-reduce") < events.index("first layer backward")
-            torch.save(model.module.state_dict(), Path(out_dir) / f"mlp-{dtype}-{variant}-{rank}.pt")
+            torch.save(
+                model.module.state_dict(), Path(out_dir) / f"mlp-{dtype}-{variant}-{rank}.pt"
+            )
         model = sdist.DistributedDataParallel(build_mlp(100 + rank, dtype))
-        train(model, batches, dtype, accumulate=model.no_sync)
+        train(model, batches, make_data(dtype), accumulate=model.no_sync)
         torch.save(model.module.state_dict(), Path(out_dir) / f"mlp-{dtype}-no_sync-{rank}.pt")
     return rank, world_size
+
+
+def make_images(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(SAMPLES, 1, 8, 8, generator=generator, dtype=dtype) * 2 + 1
+    y = torch.randint(0, CLASSES, (SAMPLES,), generator=generator)
+    return x, y
+
+
+def build_cnn(seed: int, dtype: torch.dtype) -> scidevnn.Module:
+    """conv 1->4 3x3 pad 1, BatchNorm2d, ReLU, max-pool 2, flatten, linear 64->5."""
+    torch.manual_seed(seed)
+    layer = get_layer
+    model = scidevnn.Sequential(
+        layer("Conv2d")(1, 4, 3, padding=1),
+        layer("BatchNorm2d")(4),
+        layer("ReLU")(),
+        layer("MaxPool2d")(2),
+        layer("Flatten")(),
+        scidevnn.Linear(64, CLASSES),
+    )
+    model.needs_input_grad = False
+    return model.to(dtype=dtype)
+
+
+def reference_cnn(world_size: int, global_batch: int, epochs: int) -> dict[str, Tensor]:
+    """One process, plain BatchNorm2d over each global batch, rank 0's initial weights."""
+    model = build_cnn(100, torch.float64)
+    batches = [torch.cat(parts) for parts in global_batches(world_size, global_batch, epochs)]
+    train(model, batches, make_images(torch.float64))
+    return dict(model.state_dict())
+
+
+def batchnorm_data(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Input (8, 3, 5, 4) with a large mean, and an output gradient of the same shape."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(8, 3, 5, 4, generator=generator, dtype=dtype) * 3 + 50
+    return x, torch.randn(8, 3, 5, 4, generator=generator, dtype=dtype)
+
+
+#: The uneven split of batchnorm_data's 8 samples between the two workers.
+BATCHNORM_SPLIT = (slice(0, 3), slice(3, 8))
+
+
+def cnn_worker(out_dir: str, global_batch: int, epochs: int) -> None:
+    """SyncBatchNorm alone on an uneven split; then the CNN with SyncBatchNorm under DDP."""
+    from scidevnn_cnn.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
+
+    rank, world_size = sdist.get_rank(), sdist.get_world_size()
+    for dtype in (torch.float32, torch.float64):
+        x, g = batchnorm_data(dtype)
+        layer = SyncBatchNorm(3, dtype=dtype)
+        assert layer.weight is not None and layer.bias is not None
+        layer.weight.data.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        layer.bias.data.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        outputs = []
+        for step in range(3):  # two training steps, then one in eval mode
+            layer.train(step < 2)
+            part = BATCHNORM_SPLIT[rank]
+            outputs.append(layer(x[part] * (step + 1)))
+            outputs.append(layer.backward(g[part]))
+        state = {"outputs": outputs, "grads": [p.grad for p in layer.parameters()]}
+        state["buffers"] = list(layer.buffers())
+        torch.save(state, Path(out_dir) / f"syncbn-{dtype}-{rank}.pt")
+    batches = [parts[rank] for parts in global_batches(world_size, global_batch, epochs)]
+    model = sdist.DistributedDataParallel(
+        convert_sync_batchnorm(build_cnn(100 + rank, torch.float64))
+    )
+    assert isinstance(model.module[1], SyncBatchNorm)  # type: ignore[index]
+    train(model, batches, make_images(torch.float64))
+    torch.save(model.module.state_dict(), Path(out_dir) / f"cnn-{rank}.pt")
 
 
 def log_overlap(model: sdist.DistributedDataParallel, events: list[str]) -> None:
@@ -118,11 +200,11 @@ def log_overlap(model: sdist.DistributedDataParallel, events: list[str]) -> None
     first_layer = model._leaves[0]
     first_backward = first_layer.backward
 
-    def logged_backward(grad: Tensor) -> Tensor | None:
+    def logged_backward(grad: Any) -> Any:
         events.append("first layer backward")
-        return first_backward(grad)  # type: ignore[no-any-return]
+        return first_backward(grad)
 
-    first_layer.backward = logged_backward  # type: ignore[method-assign]
+    setattr(first_layer, "backward", logged_backward)  # noqa: B010 (an instance override)
     for bucket in model._buckets.buckets:
         launch = bucket.launch
 

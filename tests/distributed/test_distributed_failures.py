@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from distributed_workers import failing_worker
+
 from scidevnn import distributed as sdist
 
 SCRIPT = Path(__file__).with_name("distributed_workers.py")

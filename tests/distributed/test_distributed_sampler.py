@@ -19,7 +19,14 @@ def test_same_indices_as_torch(length: int, replicas: int, shuffle: bool, drop_l
     data = range(length)
     for rank in range(replicas):
         ours = DistributedSampler(length, replicas, rank, shuffle, seed=5, drop_last=drop_last)
-        theirs = TorchSampler(data, replicas, rank, shuffle, seed=5, drop_last=drop_last)  # type: ignore[arg-type]
+        theirs: TorchSampler[int] = TorchSampler(
+            data,  # type: ignore[arg-type]
+            replicas,
+            rank,
+            shuffle,
+            seed=5,
+            drop_last=drop_last,
+        )
         for epoch in (0, 3):
             ours.set_epoch(epoch)
             theirs.set_epoch(epoch)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from distributed_workers import mlp_worker, reference_mlp
+
 from scidevnn import distributed as sdist
 
 WORLD, GLOBAL_BATCH, EPOCHS = 2, 16, 2  # 6 steps per epoch, 12 in all

@@ -33,7 +33,6 @@ class ModelSpec:
     description: str
     layers: tuple[LayerSpec, ...]
     epochs: int
-    lr: float = 2e-3
     batch_size: int = 64
 
 

@@ -141,7 +141,12 @@ class Module:
         self.grad_input = None
 
     def apply_grad(self) -> None:
-        """One optimizer step on every parameter that has a gradient (gradients are kept)."""
+        """One optimizer step on every parameter that has a gradient (gradients are kept).
+
+        Each parameter's own optimizer copy gets ``step(weights, grad)`` in the core layer's
+        (torch's) layout, e.g. Linear's weight as (out, in); the update is element-wise, so the
+        layout does not change the result.
+        """
         if self.optimizer is None:
             raise SciDevNNError(
                 f"{type(self).__name__}.apply_grad(): the module has no optimizer; pass "
@@ -150,6 +155,8 @@ class Module:
         for name, param in self.layer.named_parameters():
             if param.grad is None:
                 continue
+            if name not in self._optimizers:  # a parameter added after set_optimizer
+                self._optimizers[name] = copy.deepcopy(self.optimizer)
             updated = self._optimizers[name].step(param.data, param.grad)
             if updated is not param.data:
                 param.data.copy_(updated)

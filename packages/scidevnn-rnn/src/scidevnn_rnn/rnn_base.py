@@ -275,6 +275,8 @@ class RNNBase(Module):
         mask = self._step_mask(lengths, steps, batch, batched, x.device)
         active = steps if mask is None else mask.shape[0]
         layer_input = x[:active].contiguous()
+        if mask is not None:  # padding values, whatever they are, must not reach any number
+            layer_input = torch.where(mask, layer_input, 0.0)
 
         tapes: list[list[Any]] = []
         dropout_masks: list[Tensor | None] = []

@@ -44,6 +44,11 @@ class Linear(Module):
             self.register_parameter("bias", None)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): input of shape "
+                f"{tuple(x.shape)} does not end in {self.in_features} features"
+            )
         self.save_for_backward(x)
         if self.bias is None:
             return x @ self.weight.data.t()

@@ -111,7 +111,7 @@ class CrossEntropyLoss(Loss):
         return self._index_loss(logp, p, target, weight, unbatched, prediction.dtype)
 
     def _index_target(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """Check an index target's dtype and shape; return it as int64 with a batch dimension."""
+        """Check an index target's dtype and shape; return it with a batch dimension."""
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(
                 "CrossEntropyLoss: class-index target must be an integer tensor (or class "
@@ -155,10 +155,8 @@ class CrossEntropyLoss(Loss):
         elif mask is not None:
             row_weight = mask.to(logp.dtype)
         # a_{n,c} = target_coef_n [c == y_n] + uniform_n w_c
-        target_coef = row_weight * (1.0 - eps)
-        loss = logp.gather(1, index).squeeze(1).neg_()
-        if isinstance(target_coef, Tensor) or target_coef != 1.0:
-            loss = loss * target_coef
+        target_coef = row_weight * (1.0 - eps) if eps > 0.0 else row_weight
+        loss = _times(logp.gather(1, index).squeeze(1).neg_(), target_coef)
         uniform: Tensor | float = 0.0
         row_sum = target_coef
         if eps > 0.0:
@@ -273,8 +271,8 @@ class CrossEntropyLoss(Loss):
         if mask is not None:
             # where, not a product: an all-ignored 'mean' divides by 0, and torch gives 0 there
             g = torch.where(mask, g, 0.0)
-        grad = p * _per_class(g * row_sum)
-        target_part = _per_class(g * target_coef).neg().to(grad.dtype).expand(index.shape)
+        grad = p * _per_class(_times(g, row_sum))
+        target_part = _per_class(_times(g, target_coef)).neg().to(grad.dtype).expand(index.shape)
         grad.scatter_add_(1, index, target_part)
         if isinstance(uniform, Tensor) or uniform != 0.0:
             smooth = _per_class(g * uniform)
@@ -305,3 +303,10 @@ class CrossEntropyLoss(Loss):
 def _per_class(rows: Tensor) -> Tensor:
     """A per-row factor (N, d1, ...) made to broadcast over the classes; 0-dim stays as is."""
     return rows.unsqueeze(1) if rows.dim() > 0 else rows
+
+
+def _times(tensor: Tensor, factor: Tensor | float) -> Tensor:
+    """``tensor * factor``, skipping the multiplication by a plain 1."""
+    if not isinstance(factor, Tensor) and factor == 1.0:
+        return tensor
+    return tensor * factor

@@ -16,7 +16,7 @@ loop over the parameters and 0.53 ms for ``torch.optim.Adam``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -172,7 +172,7 @@ class AdamW(Adam):
             decoupled_weight_decay=True,
         )
 
-    def load_state_dict(self, state_dict: Any) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """As ``Optimizer.load_state_dict``; the decay stays decoupled whatever the dict says."""
         super().load_state_dict(state_dict)
         for group in self.param_groups:

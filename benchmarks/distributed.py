@@ -1,0 +1,119 @@
+"""Data-parallel throughput: LeNet-5 training images/second for 1, 2, ... gloo workers.
+
+Each worker runs one intra-op thread (``--threads``) and trains on its own batch of
+``--batch`` images per step (weak scaling: the global batch grows with the workers, as with
+torch's DDP), so the ideal is N times the one-worker figure. Scaling efficiency is
+``images/s with N workers / (N * images/s with 1 worker)``. Every configuration runs under
+``scidevnn.distributed.spawn`` (one worker included), on synthetic 28x28 images.
+
+    python benchmarks/distributed.py --workers 1 2 --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+import scidevnn
+from scidevnn import distributed as sdist
+from scidevnn.plugins import get_layer
+
+
+def build_lenet(sync_batchnorm: bool) -> scidevnn.Module:
+    """LeNet-5 with batch norm (issue 3), every layer looked up in the plugin registry."""
+    batchnorm = get_layer("SyncBatchNorm" if sync_batchnorm else "BatchNorm2d")
+    conv, relu, pool, linear = (get_layer(n) for n in ("Conv2d", "ReLU", "MaxPool2d", "Linear"))
+    model = scidevnn.Sequential(
+        conv(1, 6, 5, padding=2), batchnorm(6), relu(), pool(2),
+        conv(6, 16, 5), batchnorm(16), relu(), pool(2),
+        get_layer("Flatten")(),
+        linear(400, 120), relu(), linear(120, 84), relu(), linear(84, 10),
+    )  # fmt: skip
+    model.needs_input_grad = False
+    return model
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch: int
+    steps: int
+    warmup: int
+    bucket_cap_mb: float
+    sync_batchnorm: bool
+
+
+def worker(settings: Settings) -> list[float]:
+    """Train LeNet for warmup + steps steps; rank 0 returns the per-step wall times (s)."""
+    torch.manual_seed(0)
+    model = sdist.DistributedDataParallel(
+        build_lenet(settings.sync_batchnorm), bucket_cap_mb=settings.bucket_cap_mb
+    )
+    optimizer = scidevnn.Adam(model.parameters(), lr=1e-3)
+    loss_fn = scidevnn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(sdist.get_rank())
+    images = torch.randn(settings.batch, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (settings.batch,), generator=generator)
+    times: list[float] = []
+    for step in range(settings.warmup + settings.steps):
+        if step == settings.warmup:
+            sdist.barrier()
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss_fn(model(images), labels)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        if step >= settings.warmup:
+            times.append(time.perf_counter() - start)
+    sdist.barrier()
+    return times
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
+    parser.add_argument("--batch", type=int, default=64, help="images per worker per step")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per worker count (median)")
+    parser.add_argument("--bucket-cap-mb", type=float, default=25.0, help="gradient bucket size")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm instead of BN")
+    parser.add_argument("--backend", default=None, help="gloo or nccl (default: by device)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = Settings(args.batch, args.steps, args.warmup, args.bucket_cap_mb, args.sync_bn)
+    print(
+        f"LeNet-5 + BN, batch {args.batch} per worker, {args.threads} thread(s) per worker, "
+        f"{args.steps} timed steps, median of {args.repeats} runs, "
+        f"{'SyncBatchNorm, ' if args.sync_bn else ''}bucket cap {args.bucket_cap_mb} MB"
+    )
+    print(f"{'workers':>7} {'ms/step':>8} {'images/s':>9} {'speed-up':>8} {'efficiency':>10}")
+    baseline: float | None = None
+    for workers in args.workers:
+        rates, step_ms = [], []
+        for _ in range(args.repeats):
+            times = sdist.spawn(
+                worker, workers, settings, threads=args.threads, backend=args.backend, timeout=120
+            )
+            median_step = statistics.median(times)
+            step_ms.append(median_step * 1e3)
+            rates.append(workers * args.batch / median_step)
+        rate = statistics.median(rates)
+        if baseline is None:
+            baseline = rate / workers
+        speedup = rate / baseline
+        print(
+            f"{workers:>7} {statistics.median(step_ms):>8.2f} {rate:>9.0f} {speedup:>7.2f}x "
+            f"{speedup / workers:>9.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
