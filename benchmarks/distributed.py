@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,14 +44,15 @@ class Settings:
     warmup: int
     bucket_cap_mb: float
     sync_batchnorm: bool
+    communicate: bool = True
 
 
 def worker(settings: Settings) -> list[float]:
     """Train LeNet for warmup + steps steps; rank 0 returns the per-step wall times (s)."""
     torch.manual_seed(0)
-    model = sdist.DistributedDataParallel(
-        build_lenet(settings.sync_batchnorm), bucket_cap_mb=settings.bucket_cap_mb
-    )
+    model = build_lenet(settings.sync_batchnorm)
+    if settings.communicate:
+        model = sdist.DistributedDataParallel(model, bucket_cap_mb=settings.bucket_cap_mb)
     optimizer = scidevnn.Adam(model.parameters(), lr=1e-3)
     loss_fn = scidevnn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(sdist.get_rank())
@@ -83,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bucket-cap-mb", type=float, default=25.0, help="gradient bucket size")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm instead of BN")
     parser.add_argument("--backend", default=None, help="gloo or nccl (default: by device)")
+    parser.add_argument(
+        "--no-comm-column",
+        action="store_true",
+        help="skip the extra run of each count without gradient all-reduce (which shows how "
+        "much of the loss is the workers sharing cores rather than communication)",
+    )
     return parser.parse_args(argv)
 
 
@@ -94,25 +101,37 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps} timed steps, median of {args.repeats} runs, "
         f"{'SyncBatchNorm, ' if args.sync_bn else ''}bucket cap {args.bucket_cap_mb} MB"
     )
-    print(f"{'workers':>7} {'ms/step':>8} {'images/s':>9} {'speed-up':>8} {'efficiency':>10}")
+    print(
+        f"{'workers':>7} {'ms/step':>8} {'images/s':>9} {'speed-up':>8} {'efficiency':>10}"
+        + ("" if args.no_comm_column else f" {'images/s without all-reduce':>28}")
+    )
     baseline: float | None = None
     for workers in args.workers:
-        rates, step_ms = [], []
-        for _ in range(args.repeats):
-            times = sdist.spawn(
-                worker, workers, settings, threads=args.threads, backend=args.backend, timeout=120
-            )
-            median_step = statistics.median(times)
-            step_ms.append(median_step * 1e3)
-            rates.append(workers * args.batch / median_step)
-        rate = statistics.median(rates)
+        step_ms, rate = measure(settings, workers, args)
         if baseline is None:
             baseline = rate / workers
         speedup = rate / baseline
-        print(
-            f"{workers:>7} {statistics.median(step_ms):>8.2f} {rate:>9.0f} {speedup:>7.2f}x "
-            f"{speedup / workers:>9.0%}"
+        line = (
+            f"{workers:>7} {step_ms:>8.2f} {rate:>9.0f} {speedup:>7.2f}x {speedup / workers:>9.0%}"
         )
+        if not args.no_comm_column:
+            local = replace(settings, communicate=False)
+            line += f" {measure(local, workers, args)[1]:>28.0f}"
+        print(line)
+    print("efficiency = images/s / (workers x images/s of one worker in the first row)")
+
+
+def measure(settings: Settings, workers: int, args: argparse.Namespace) -> tuple[float, float]:
+    """Median over ``args.repeats`` runs of (rank 0's median ms/step, global images/s)."""
+    rates, step_ms = [], []
+    for _ in range(args.repeats):
+        times = sdist.spawn(
+            worker, workers, settings, threads=args.threads, backend=args.backend, timeout=120
+        )
+        median_step = statistics.median(times)
+        step_ms.append(median_step * 1e3)
+        rates.append(workers * settings.batch / median_step)
+    return statistics.median(step_ms), statistics.median(rates)
 
 
 if __name__ == "__main__":

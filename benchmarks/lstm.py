@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 
 import torch
+from _timing import interleaved, report
 from torch import Tensor
 
 import scidevnn
-from _timing import interleaved, report
 from scidevnn.plugins import get_layer
 
 ROWS, FEATURES, HIDDEN, CLASSES = 28, 28, 128, 10
@@ -144,9 +144,9 @@ def main() -> None:
     theirs_cell = TorchRowByRow()
     theirs_seq = TorchSequence()
     theirs_cell.load_state_dict(ours_cell.state_dict())
-    weights = {
-        f"lstm.{key}_l0": value for key, value in ours_cell.cell.state_dict().items()
-    } | {f"linear.{key}": value for key, value in ours_cell.linear.state_dict().items()}
+    weights = {f"lstm.{key}_l0": value for key, value in ours_cell.cell.state_dict().items()} | {
+        f"linear.{key}": value for key, value in ours_cell.linear.state_dict().items()
+    }
     theirs_seq.load_state_dict(weights)
     ours_seq.load_state_dict(
         {

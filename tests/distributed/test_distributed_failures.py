@@ -77,8 +77,16 @@ def test_peer_that_never_joins_ends_the_wait_after_the_timeout() -> None:
     assert elapsed >= TIMEOUT_S
 
 
-def test_spawn_stops_every_worker_and_names_the_one_that_failed() -> None:
+def test_spawn_reraises_the_workers_error_and_stops_the_others() -> None:
     start = time.monotonic()
-    with pytest.raises(sdist.DistributedError, match="worker 1 of 2 exited with code 1"):
+    with pytest.raises(ValueError, match="deliberate failure in worker 1") as caught:
         sdist.spawn(failing_worker, 2, "raise", timeout=TIMEOUT_S)
+    assert "(raised in worker 1 of 2)" in caught.value.__notes__
+    assert time.monotonic() - start < 60
+
+
+def test_spawn_names_a_worker_that_was_killed() -> None:
+    start = time.monotonic()
+    with pytest.raises(sdist.DistributedError, match="worker 1 of 2 was killed by SIGKILL"):
+        sdist.spawn(failing_worker, 2, "kill", timeout=TIMEOUT_S)
     assert time.monotonic() - start < 60

@@ -18,7 +18,7 @@ from scidevnn_rnn import GRU, LSTM, RNN
 
 INPUT, HIDDEN, STEPS, BATCH = 4, 5, 5, 3
 
-LAYERS = [
+LAYERS: list[tuple[str, dict[str, Any]]] = [
     ("RNN", {}),
     ("RNN", {"nonlinearity": "relu"}),
     ("LSTM", {}),
@@ -199,7 +199,7 @@ def test_gradients_accumulate_over_calls_like_torch() -> None:
     grads = [torch.randn(STEPS, BATCH, HIDDEN, dtype=torch.float64) for _ in range(3)]
     for x in xs:
         ours(x)
-    for x, grad in zip(reversed(xs), reversed(grads), strict=True):
+    for grad in reversed(grads):
         ours.backward(grad)
     for x, grad in zip(xs, grads, strict=True):
         theirs(x)[0].backward(grad)

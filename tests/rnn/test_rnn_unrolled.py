@@ -70,7 +70,7 @@ def check_cell_sequence(
     if lstm:
         loss = loss + sum((c * g).sum() for c, g in zip(cs_ref, grad_cs, strict=True))
     assert isinstance(loss, torch.Tensor)
-    loss.backward()
+    torch.autograd.backward(loss)
 
     # SciDevNN: T forward calls, then T backward calls in reverse order
     state: Any = ((h0, c0) if lstm else h0) if initial_state else None
@@ -151,16 +151,18 @@ def test_tanh_over_every_length(batch: int, every_step: bool, dtype: torch.dtype
         for t in range(length):
             h_ref = torch.tanh(xs_ref[t] + h_ref)
             loss = loss + (h_ref * grad_hs[t]).sum()
-        loss.backward()
+        torch.autograd.backward(loss)
 
         h = torch.zeros(batch, 5, dtype=dtype)
         for t in range(length):
             h = layer(xs[t] + h)
         assert_close(h, h_ref.detach(), f"Tanh T={length} output")
-        grad_xs = []
+        grad_xs: list[torch.Tensor] = []
         grad = torch.zeros(batch, 5, dtype=dtype)
         for t in reversed(range(length)):
-            grad = layer.backward(grad + grad_hs[t])
-            grad_xs.append(grad)
+            grad_x = layer.backward(grad + grad_hs[t])
+            assert grad_x is not None
+            grad_xs.append(grad_x)
+            grad = grad_x
         assert_close(torch.stack(grad_xs[::-1]), xs_ref.grad, f"Tanh T={length} input grad")
         assert layer.pending_backward == 0

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scidevnn import Module
-from scidevnn.storage import Checkpoint, load_checkpoint, save_model
 
 from mnist_cli.errors import AppError
 from mnist_cli.version import APP_VERSION
+from scidevnn import Module
+from scidevnn.storage import Checkpoint, load_checkpoint, save_model
 
 
 @dataclass(frozen=True)

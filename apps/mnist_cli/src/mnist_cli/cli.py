@@ -15,16 +15,15 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, cast
+from typing import Annotated, Any, NoReturn
 
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
-from scidevnn.errors import SciDevNNError
 
 from mnist_cli.data import Dataset, load_idx_bytes, load_images, resolve
 from mnist_cli.data.datasets import DatasetName
@@ -43,6 +42,7 @@ from mnist_cli.inference import (
 from mnist_cli.models import MODELS, build_model
 from mnist_cli.reporting import make_reporter
 from mnist_cli.version import APP_VERSION
+from scidevnn.errors import SciDevNNError
 
 DEBUG_VARIABLE = "SCIDEVNN_DEBUG"
 
@@ -56,19 +56,19 @@ app = typer.Typer(
 )
 
 
-class ModelChoice(str, Enum):
+class ModelChoice(StrEnum):
     mlp = "mlp"
     cnn = "cnn"
     lstm = "lstm"
 
 
-class DatasetChoice(str, Enum):
+class DatasetChoice(StrEnum):
     embedded = "embedded"
     mnist = "mnist"
     fashion = "fashion"
 
 
-class OptimizerChoice(str, Enum):
+class OptimizerChoice(StrEnum):
     sgd = "sgd"
     adam = "adam"
     adamw = "adamw"
@@ -76,7 +76,11 @@ class OptimizerChoice(str, Enum):
 
 # --------------------------------------------------------------------- output and errors
 def _stdout() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # a file or a pipe: wide enough that tables do not wrap (80 columns by default)
+        console = Console(highlight=False, width=120)
+    return console
 
 
 def _stderr() -> Console:
@@ -184,7 +188,7 @@ def train(
     ] = None,
     download: Annotated[
         bool,
-        typer.Option(help="With --dataset mnist: fetch the four MNIST files first."),
+        typer.Option("--download", help="With --dataset mnist: fetch the four MNIST files first."),
     ] = False,
     epochs: Annotated[
         int | None,
@@ -197,7 +201,9 @@ def train(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            "--batch-size", "-b", help="Images per step. [dim]\\[default: 64][/dim]",
+            "--batch-size",
+            "-b",
+            help="Images per step. [dim]\\[default: 64][/dim]",
             show_default=False,
         ),
     ] = None,
@@ -266,6 +272,14 @@ def train(
         int | None,
         typer.Option(hidden=True, help="Use only N training (and N test) images."),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train data-parallel in N worker processes (torch.distributed, gloo on CPU): "
+            "each batch is split across them, the run is otherwise the same.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a network; write the model file, a metrics file and the final test accuracy.
 
@@ -294,6 +308,7 @@ def train(
             plot=plot,
             download=download,
             reporter=make_reporter(console),
+            nproc=nproc,
         )
         if result.test_accuracy is not None:
             _say(
@@ -329,8 +344,8 @@ def _source(
             if not Path(name).exists():
                 raise AppError(f"{name}: no such image file")
         return load_images(images), list(images)
-    name = cast(DatasetName | None, dataset.value if dataset else None)
-    return resolve(name, data, False, "test"), None
+    named: DatasetName | None = dataset.value if dataset else None
+    return resolve(named, data, False, "test"), None
 
 
 def _stdin_images() -> Dataset:
@@ -342,8 +357,8 @@ def _stdin_images() -> Dataset:
 
 
 def _evaluation_source(data: Path | None, dataset: DatasetChoice | None) -> Dataset:
-    name = cast(DatasetName | None, dataset.value if dataset else None)
-    return resolve(name, data, False, "test", require_labels=True)
+    named: DatasetName | None = dataset.value if dataset else None
+    return resolve(named, data, False, "test", require_labels=True)
 
 
 # --------------------------------------------------------------------- infer
@@ -479,3 +494,291 @@ def infer(
             _say(console, f"wrote {output}")
         elif len(predictions) > show:
             _say(console, "every prediction: --output FILE.csv")
+
+
+# --------------------------------------------------------------------- evaluate
+def _class_table(evaluation: Evaluation) -> Table:
+    table = Table(title="Per class")
+    for name in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(name, justify="right")
+    for c, (p, r, s) in enumerate(
+        zip(evaluation.precision, evaluation.recall, evaluation.support, strict=True)
+    ):
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        table.add_row(str(c), f"{p:.4f}", f"{r:.4f}", f"{f1:.4f}", f"{s:,}")
+    return table
+
+
+def _confusion_table(evaluation: Evaluation) -> Table:
+    table = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("", justify="right", style="bold")
+    for c in range(NUM_CLASSES):
+        table.add_column(str(c), justify="right")
+    for i, row in enumerate(evaluation.confusion.tolist()):
+        cells = [
+            f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]0[/]")
+            for j, v in enumerate(row)
+        ]
+        table.add_row(str(i), *cells)
+    return table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        Path, typer.Argument(help="Model file written by mnist-cli train.", show_default=False)
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of IDX files: score its labelled test images.", show_default=False
+        ),
+    ] = None,
+    dataset: Annotated[
+        DatasetChoice | None,
+        typer.Option(
+            help="Score the test images of a named dataset. [dim]\\[default: embedded][/dim]",
+            show_default=False,
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the scores as JSON here.", show_default=False),
+    ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(help="Also draw the confusion matrix to this PNG.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 500,
+    device: Annotated[str, typer.Option(help="cpu, or cuda when torch sees a GPU.")] = "cpu",
+) -> None:
+    """Score a model on labelled images: accuracy, per-class precision/recall, confusion matrix."""
+    from mnist_cli.plots import write_confusion_png
+
+    console = _stdout()
+    with _errors():
+        for path, what in ((json_path, "JSON file"), (png, "picture")):
+            if path is not None:
+                check_output_path(path, what)
+        if batch_size < 1:
+            raise AppError("--batch-size must be at least 1")
+        target = resolve_device(device)
+        net, stored = read_model(model, device=target)
+        source = _evaluation_source(data, dataset)
+        predictions = infer_model(
+            net,
+            source,
+            device=target,
+            batch_size=batch_size,
+            normalization=normalization_of(stored),
+        )
+        evaluation = evaluate_predictions(predictions)
+        _say(console, f"{model} on {len(predictions):,} images of {source.name}")
+        console.print(_class_table(evaluation))
+        console.print(_confusion_table(evaluation))
+        correct = int(evaluation.confusion.diagonal().sum())
+        _say(
+            console,
+            f"accuracy {evaluation.accuracy:.2%} ({correct:,} of {len(predictions):,} correct), "
+            f"loss {evaluation.loss:.4f}",
+        )
+        if json_path is not None:
+            summary = {"model": str(model), "data": source.name, **evaluation.to_json()}
+            write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n", "JSON file")
+            _say(console, f"wrote {json_path}")
+        if png is not None:
+            write_confusion_png(png, evaluation.confusion, f"{model.name} on {source.name}")
+            _say(console, f"wrote {png}")
+
+
+# --------------------------------------------------------------------- inspect
+def _training_table(stored: dict[str, Any]) -> Table | None:
+    config = stored.get("train_config")
+    if not isinstance(config, dict):
+        if not stored:
+            return None
+        table = Table(title="Metadata")
+        table.add_column("key")
+        table.add_column("value")
+        for key, value in stored.items():
+            table.add_row(key, json.dumps(value)[:80])
+        return table
+    table = Table(title="Training", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    data = config.get("data_dir") or config.get("dataset") or "embedded"
+    table.add_row("model", str(config.get("model")))
+    table.add_row(
+        "data", str(data) + (f" (limit {config['limit']})" if config.get("limit") else "")
+    )
+    epochs, done, step = config.get("epochs"), stored.get("epoch", 0), stored.get("step", 0)
+    if stored.get("finished"):
+        status = f"finished: {done} of {epochs} epochs"
+    elif step:
+        status = f"stopped in epoch {done + 1} of {epochs} after batch {step}: resume with --resume"
+    else:
+        status = f"stopped after {done} of {epochs} epochs: resume with --resume"
+    table.add_row("progress", status)
+    table.add_row(
+        "optimizer",
+        f"{config.get('optimizer')} lr {config.get('lr')} x{config.get('lr_decay')}/epoch, "
+        f"batch {config.get('batch_size')}",
+    )
+    table.add_row("seed", str(config.get("seed")))
+    if config.get("val_split"):
+        table.add_row("validation split", str(config.get("val_split")))
+    history = stored.get("history")
+    if isinstance(history, list) and history:
+        last = history[-1]
+        line = f"loss {last.get('loss', float('nan')):.4f}, accuracy {last.get('accuracy', 0):.2%}"
+        if last.get("val_accuracy") is not None:
+            line += f", val_accuracy {last['val_accuracy']:.2%}"
+        table.add_row(f"epoch {last.get('epoch')}", line)
+    if stored.get("test_accuracy") is not None:
+        table.add_row(
+            "test",
+            f"accuracy {stored['test_accuracy']:.2%}, loss {stored.get('test_loss') or 0:.4f}",
+        )
+    if stored.get("app_version"):
+        table.add_row("written by", f"{stored.get('app', 'mnist-cli')} {stored['app_version']}")
+    return table
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="Model file to describe.", show_default=False)],
+) -> None:
+    """Show a model file: layers, output shapes, parameters, plugin packages, training state."""
+    from mnist_cli.inspection import inspect_model_file
+
+    console = _stdout()
+    with _errors():
+        report = inspect_model_file(model)
+        _say(
+            console,
+            f"{model}: SciDevNN model file, format version {report.format_version}, "
+            f"written by scidevnn {report.framework_version}",
+        )
+        table = Table(title="Layers")
+        for name, justify in (
+            ("#", "right"),
+            ("name", "left"),
+            ("type", "left"),
+            ("output shape", "left"),
+            ("parameters", "right"),
+            ("package", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for i, row in enumerate(report.layers):
+            package = f"{row.package} {row.version}"
+            if row.installed_version is None:
+                package += " (not installed)"
+            elif row.installed_version != row.version:
+                package += f" (installed {row.installed_version})"
+            table.add_row(
+                str(i), row.name, row.type, row.output_shape, f"{row.parameters:,}", package
+            )
+        console.print(table)
+        _say(console, f"input (1, 1, 28, 28); {report.parameters:,} parameters in all")
+        training = _training_table(report.metadata)
+        if training is not None:
+            console.print(training)
+        if report.optimizer_type is not None:
+            _say(console, f"optimizer state: {report.optimizer_type} (training can resume)")
+
+
+# --------------------------------------------------------------------- layers
+@app.command()
+def layers() -> None:
+    """List every layer the installed plugins provide, with its package and version."""
+    from scidevnn.plugins import list_layers
+
+    console = _stdout()
+    with _errors():
+        table = Table(title="Layers")
+        for name in ("layer", "package", "version", "class"):
+            table.add_column(name)
+        infos = list_layers()
+        for info in infos:
+            table.add_row(
+                info.name,
+                info.distribution,
+                info.version,
+                f"{info.cls.__module__}.{info.cls.__qualname__}",
+            )
+        console.print(table)
+        packages = sorted({info.distribution for info in infos})
+        _say(console, f"{len(infos)} layers from {len(packages)} packages: {', '.join(packages)}")
+
+
+# --------------------------------------------------------------------- time
+@app.command("time")
+def time_command(
+    model: Annotated[ModelChoice, typer.Option("--model", "-m", help="Network to time.")] = (
+        ModelChoice.cnn
+    ),
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per step.")] = 64,
+    iterations: Annotated[int, typer.Option(help="Timed training steps.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 3,
+    optimizer: Annotated[
+        OptimizerChoice, typer.Option(help="Optimizer of the step.")
+    ] = OptimizerChoice.adam,
+    device: Annotated[str, typer.Option(help="cpu, or cuda when torch sees a GPU.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the random initial weights.")] = 0,
+) -> None:
+    """Per-layer forward and backward milliseconds of a training step, like Caffe's time."""
+    from mnist_cli.timing import time_model
+
+    console = _stdout()
+    with _errors():
+        if batch_size < 1 or iterations < 1 or warmup < 0:
+            raise AppError("--batch-size and --iterations must be at least 1, --warmup 0 or more")
+        target = resolve_device(device)
+        torch.manual_seed(seed)
+        net = build_model(model.value)
+        report = time_model(
+            net,
+            batch_size=batch_size,
+            iterations=iterations,
+            warmup=warmup,
+            optimizer=optimizer.value,
+            device=target,
+        )
+        title = (
+            f"{model.value} ({MODELS[model.value].description}): batch {batch_size}, "
+            f"mean of {iterations} steps on {target}"
+        )
+        table = Table(title=title, show_footer=True)
+        total = report.forward_ms + report.backward_ms
+        columns: list[tuple[str, str, Any]] = [
+            ("layer", "total", "left"),
+            ("type", "", "left"),
+            ("output", "", "left"),
+            ("forward ms", f"{report.forward_ms:.3f}", "right"),
+            ("backward ms", f"{report.backward_ms:.3f}", "right"),
+            ("total ms", f"{total:.3f}", "right"),
+            ("share", "100.0%", "right"),
+        ]
+        for header, footer, justify in columns:
+            table.add_column(header, footer=footer, justify=justify)
+        for row in report.rows:
+            share = row.total_ms / total if total else 0.0
+            table.add_row(
+                row.name,
+                row.type,
+                row.output_shape,
+                f"{row.forward_ms:.3f}",
+                f"{row.backward_ms:.3f}",
+                f"{row.total_ms:.3f}",
+                f"{share:.1%}",
+            )
+        console.print(table)
+        overhead = report.iteration_ms - report.timed_ms
+        _say(console, f"optimizer step ({optimizer.value}): {report.optimizer_ms:.3f} ms")
+        _say(
+            console,
+            f"one step end to end: {report.iteration_ms:.3f} ms = forward {report.forward_ms:.3f}"
+            f" + backward {report.backward_ms:.3f} + optimizer {report.optimizer_ms:.3f}"
+            f" + {overhead:.3f} between the timers; "
+            f"{batch_size * 1000 / max(report.iteration_ms, 1e-9):,.0f} images/s",
+        )

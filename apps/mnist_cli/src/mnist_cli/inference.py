@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scidevnn import CrossEntropyLoss, Module, Softmax, no_grad
-from scidevnn.storage import load_checkpoint
 from torch import Tensor
 
 from mnist_cli.data import Dataset
 from mnist_cli.errors import AppError
 from mnist_cli.preprocess import NORMALIZATION, normalize
+from scidevnn import CrossEntropyLoss, Module, Softmax, no_grad
+from scidevnn.storage import load_checkpoint
 
 NUM_CLASSES = 10
 
@@ -126,9 +126,9 @@ class Predictions:
         return len(self.names)
 
 
-def read_model(path: str | os.PathLike[str], device: str | torch.device | None = None) -> tuple[
-    Module, dict[str, Any]
-]:
+def read_model(
+    path: str | os.PathLike[str], device: str | torch.device | None = None
+) -> tuple[Module, dict[str, Any]]:
     """The model in ``path`` (eval mode) and the metadata stored with it."""
     target = Path(path)
     if target.is_dir():

@@ -8,13 +8,13 @@ from typing import Any
 
 import h5py
 import torch
-from scidevnn import Module, no_grad
-from scidevnn.plugins import get_registry
-from scidevnn.storage import load_checkpoint
 
 from mnist_cli.errors import AppError
 from mnist_cli.inference import model_dtype
 from mnist_cli.timing import leaf_layers, shape_text
+from scidevnn import Module, no_grad
+from scidevnn.plugins import get_registry
+from scidevnn.storage import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ def inspect_model_file(path: Path) -> ModelReport:
         format_version = _text(file.attrs.get("format_version"))
         framework_version = _text(file.attrs.get("framework_version"))
         for (name, layer), shape in zip(layers, shapes, strict=True):
-            group_name = "model" if name == type(model).__name__ else "model/" + name.replace(
-                ".", "/"
+            group_name = (
+                "model" if name == type(model).__name__ else "model/" + name.replace(".", "/")
             )
             group = file.get(group_name)
             attrs = group.attrs if isinstance(group, h5py.Group) else {}

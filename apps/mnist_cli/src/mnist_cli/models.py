@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from mnist_cli.errors import AppError
 from scidevnn import Module, Sequential
 from scidevnn.errors import UnknownLayerError
 from scidevnn.plugins import KNOWN_PROVIDERS, get_layer
-
-from mnist_cli.errors import AppError
 
 ModelName: TypeAlias = Literal["mlp", "cnn", "lstm"]
 OptimizerName: TypeAlias = Literal["sgd", "adam", "adamw"]

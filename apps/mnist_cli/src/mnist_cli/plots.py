@@ -88,7 +88,9 @@ def _panel(
         x = x_of(epoch)
         draw.line([(x, plot_bottom), (x, plot_bottom + 4)], fill=INK)
         draw.text((x, plot_bottom + 6), str(epoch), fill=INK, font=small, anchor="mt")
-    draw.text(((plot_left + plot_right) // 2, bottom - 14), "epoch", fill=INK, font=small, anchor="mm")
+    draw.text(
+        ((plot_left + plot_right) // 2, bottom - 14), "epoch", fill=INK, font=small, anchor="mm"
+    )
     draw.rectangle([plot_left, plot_top, plot_right, plot_bottom], outline=INK)
     legend_y = plot_top + 8
     for name, (data, color) in series.items():
@@ -148,18 +150,27 @@ def confusion_png(confusion: Tensor, title: str) -> bytes:
     font, small = _font(15), _font(12)
     draw.text((width // 2, 8), title, fill=INK, font=font, anchor="mt")
     draw.text(
-        (margin_left + classes * cell // 2, margin_top - 42), "predicted", fill=INK, font=small,
+        (margin_left + classes * cell // 2, margin_top - 42),
+        "predicted",
+        fill=INK,
+        font=small,
         anchor="mm",
     )
     draw.text((14, margin_top + classes * cell // 2), "true", fill=INK, font=small, anchor="lm")
     totals = confusion.sum(1).clamp(min=1).tolist()
     for i in range(classes):
         draw.text(
-            (margin_left + i * cell + cell // 2, margin_top - 8), str(i), fill=INK, font=small,
+            (margin_left + i * cell + cell // 2, margin_top - 8),
+            str(i),
+            fill=INK,
+            font=small,
             anchor="mb",
         )
         draw.text(
-            (margin_left - 8, margin_top + i * cell + cell // 2), str(i), fill=INK, font=small,
+            (margin_left - 8, margin_top + i * cell + cell // 2),
+            str(i),
+            fill=INK,
+            font=small,
             anchor="rm",
         )
         for j in range(classes):
@@ -174,7 +185,10 @@ def confusion_png(confusion: Tensor, title: str) -> bytes:
             if count:
                 text_color = BACKGROUND if shade > 0.6 else INK
                 draw.text(
-                    (x0 + cell // 2, y0 + cell // 2), str(count), fill=text_color, font=small,
+                    (x0 + cell // 2, y0 + cell // 2),
+                    str(count),
+                    fill=text_color,
+                    font=small,
                     anchor="mm",
                 )
     return _png(image)

@@ -111,9 +111,7 @@ class PlainReporter:
             )
 
     def end_epoch(self, stats: EpochStats) -> None:
-        self._print(
-            f"epoch {stats.epoch}/{self._epochs}  {stats.summary()}  {stats.seconds:.1f}s"
-        )
+        self._print(f"epoch {stats.epoch}/{self._epochs}  {stats.summary()}  {stats.seconds:.1f}s")
 
     def message(self, text: str) -> None:
         self._print(text)

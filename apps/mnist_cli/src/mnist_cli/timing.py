@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from scidevnn import CrossEntropyLoss, Module, Sequential
 
 from mnist_cli.data import load_embedded
 from mnist_cli.preprocess import normalize
 from mnist_cli.training import make_optimizer
+from scidevnn import CrossEntropyLoss, Module, Sequential
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,7 @@ def time_model(
     if layers:
         layers[0][1].needs_input_grad = False
 
-    sync: Callable[[], None] = (
-        torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
-    )
+    sync: Callable[[], None] = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
     forward = [0.0] * (len(layers) + 1)
     backward = [0.0] * (len(layers) + 1)
     shapes = [""] * (len(layers) + 1)
@@ -153,7 +151,8 @@ def time_model(
         for i, (name, layer) in enumerate(layers)
     ]
     rows.append(
-        LayerTime("loss", type(criterion).__name__, shapes[-1], forward[-1] * scale,
-                  backward[-1] * scale)
+        LayerTime(
+            "loss", type(criterion).__name__, shapes[-1], forward[-1] * scale, backward[-1] * scale
+        )
     )
     return TimingReport(rows, optimizer_s * scale, iteration_s * scale, batch_size, iterations)

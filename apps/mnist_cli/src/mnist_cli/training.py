@@ -22,7 +22,6 @@ from types import FrameType, TracebackType
 from typing import Any, cast
 
 import torch
-from scidevnn import SGD, Adam, AdamW, CrossEntropyLoss, Module, Optimizer
 from torch import Tensor
 
 from mnist_cli.checkpoint import (
@@ -41,6 +40,7 @@ from mnist_cli.models import DEFAULT_LR, build_model, get_spec
 from mnist_cli.plots import write_history_png
 from mnist_cli.preprocess import NORMALIZATION, normalize
 from mnist_cli.reporting import EpochStats, Reporter, SilentReporter
+from scidevnn import SGD, Adam, AdamW, CrossEntropyLoss, Module, Optimizer
 
 #: Optimizer option -> the class name stored in the model file.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
@@ -93,8 +93,10 @@ def make_optimizer(name: str, model: Module, lr: float) -> Optimizer:
     """``sgd`` (momentum 0.9), ``adam`` or ``adamw`` over the model's parameters."""
     if name == "sgd":
         return SGD(model.parameters(), lr=lr, momentum=0.9)
-    if name in OPTIMIZERS:
-        return OPTIMIZERS[name](model.parameters(), lr=lr)
+    if name == "adam":
+        return Adam(model.parameters(), lr=lr)
+    if name == "adamw":
+        return AdamW(model.parameters(), lr=lr)
     raise AppError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -404,6 +406,7 @@ def train_model(
     plot: str | os.PathLike[str] | None = None,
     download: bool = False,
     reporter: Reporter | None = None,
+    nproc: int = 1,
 ) -> TrainResult:
     """Train ``model`` (``mlp``, ``cnn`` or ``lstm``; default ``mlp``) and save it.
 
@@ -419,7 +422,17 @@ def train_model(
     line) for bad options, ``TrainingDivergedError`` when the loss is not finite and
     ``TrainingInterrupted`` after Ctrl-C (a checkpoint saved), ``DataError`` for bad data and
     ``ModelFileError`` for a bad checkpoint.
+
+    ``nproc`` > 1 runs the same training data-parallel in that many worker processes (see
+    ``mnist_cli.distributed_train``; call it under ``if __name__ == "__main__":``).
     """
+    if nproc != 1:  # the arguments as given, before any other local name exists
+        options = {
+            key: value for key, value in locals().items() if key not in ("nproc", "reporter")
+        }
+        from mnist_cli.distributed_train import train_parallel
+
+        return train_parallel(nproc, options, reporter or SilentReporter())
     reporter = reporter or SilentReporter()
     requested = _requested(
         model=model,
@@ -491,7 +504,11 @@ def train_model(
         + (f"; from epoch {state.epoch}" if resume_path else "")
         + (f", batch {state.step}" if resume_path and state.step else "")
     )
-    run = _Run(config, net, opt, state, splits, target, out_path, plot_path, reporter, saved_epoch)
+    from mnist_cli.distributed_train import run_class  # data-parallel inside a process group
+
+    run = run_class()(
+        config, net, opt, state, splits, target, out_path, plot_path, reporter, saved_epoch
+    )
     try:
         with _InterruptFlag() as interrupt:
             run.run(interrupt)

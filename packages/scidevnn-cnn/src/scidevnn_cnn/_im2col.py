@@ -1,24 +1,26 @@
 """Convolution as matrix products over strided views of the input ("im2col") and its adjoint.
 
 Layout. The padded input is copied once into a flat, channel-major buffer laid out as
-(C, N, Hp, Wp). Row ``(c, i, j)`` of the column matrix (C*kh*kw, N*Ho*Wq) is then a strided
-view of that buffer shifted by the kernel offset ``(i*dh, j*dw)``, and the convolution is one
-matrix product ``weight (Co, C*kh*kw) @ columns``, whose (Co, N, Ho, Wq) result needs one copy
-to become the (N, Co, Ho, Wo) output.
-
-Wide grid. With a horizontal stride of 1 the output is computed on a grid Wq = Wp columns wide
-instead of Wo = Wp - (kw-1)*dw: the last (kw-1)*dw columns of every output row are garbage that
-is dropped, but each row of the column matrix becomes one contiguous run of the buffer, which
-copies several times faster than Ho*N runs of Wo elements. The buffer gets a tail of
-(kw-1)*dw zeros so the last run stays inside it.
+(C, N, Hp, Wp). Row ``(c, i, j)`` of the column matrix (C*kh*kw, N*Ho*Wo) is a strided view of
+that buffer shifted by the kernel offset ``(i*dh, j*dw)``, copied once; the convolution is then
+one matrix product ``weight (Co, C*kh*kw) @ columns`` whose (Co, N, Ho*Wo) result needs one
+cheap copy to become the (N, Co, Ho, Wo) output, and the weight gradient is one product
+``columns @ grad^T`` with the long N*Ho*Wo dimension inside.
 
 Input gradient, two ways:
-- ``fold``: the column gradient ``weight^T @ grad`` (C*kh*kw, L), slice-added into the padded
-  input at each of the kh*kw kernel offsets (the adjoint of the strided view);
-- ``rows`` (wide grid only): the horizontal half of that sum is done inside a matrix product,
-  ``T[c, i] = sum_{o, j} w[o, c, i, j] g[o, :, :, x - j*dw]`` over a (Co*kw, L) view of the
-  zero-padded output gradient, leaving kh row-shifted additions. It moves less memory whenever
-  Co*kw + 3*C*kh < 3*C*kh*kw, the usual case.
+
+- ``fold``: the column gradient ``weight^T @ grad`` (C*kh*kw, N*Ho*Wo), slice-added into the
+  padded input at each of the kh*kw kernel offsets (the adjoint of the strided view);
+- ``rows`` (horizontal stride 1): the sum over the kernel columns j is done inside the matrix
+  product instead. The output gradient is laid out on a *wide* grid, Wp = Wo + (kw-1)*dw
+  columns per row with zeros after the Wo real ones, and a head of (kw-1)*dw zeros in front;
+  row (o, j') of the (Co*kw, N*Ho*Wp) matrix "shifted" is that buffer read (kw-1-j')*dw
+  elements early, i.e. channel o shifted right by that many columns (the zeros fill in, also
+  across row ends). Then ``T[(c, i), :] = sum_{o, j} weight[o, c, i, j] * shifted[(o, kw-1-j), :]``
+  is row i of the kernel applied to every input column, and kh row-shifted additions of T give
+  the padded input gradient. It moves less memory than folding whenever
+  Co*kw + 3*C*kh < 3*C*kh*kw, the usual case (e.g. 16*5 + 3*6*5 = 170 < 450 for LeNet's
+  second convolution).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from scidevnn_cnn._workspace import Workspace
+
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
-Algorithm = Literal["wide-rows", "wide-fold", "strided"]
+Algorithm = Literal["rows", "fold"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,6 @@ class ConvGeometry:
     pr: int
     ho: int
     wo: int
-    wide: bool
     rows: bool  # input gradient by the "rows" method (else "fold")
 
     @property
@@ -69,19 +72,19 @@ class ConvGeometry:
         return self.hp * self.wp
 
     @property
-    def wq(self) -> int:
-        """Columns computed per output row: Wp on the wide grid, else Wo."""
-        return self.wp if self.wide else self.wo
-
-    @property
     def length(self) -> int:
-        """Columns of the column matrix: N*Ho*Wq."""
-        return self.n * self.ho * self.wq
+        """Columns of the column matrix: N*Ho*Wo."""
+        return self.n * self.ho * self.wo
 
     @property
-    def tail(self) -> int:
-        """Zeros after the buffer so the wide runs of the last plane stay inside it."""
-        return (self.kw - 1) * self.dw if self.wide else 0
+    def wide_length(self) -> int:
+        """Columns of the "rows" method's matrices: N*Ho*Wp."""
+        return self.n * self.ho * self.wp
+
+    @property
+    def head(self) -> int:
+        """Zeros before the wide gradient, read by its most shifted rows."""
+        return (self.kw - 1) * self.dw
 
 
 def make_geometry(
@@ -94,11 +97,10 @@ def make_geometry(
     layer: str,
     algorithm: Algorithm | None = None,
 ) -> ConvGeometry:
-    """Output size and method for an (N, C, H, W) input; ``pads`` is (top, bottom, left, right).
+    """Output size and input-gradient method for an (N, C, H, W) input.
 
-    ``algorithm`` forces a method (tests use it to cover all three); by default the wide grid is
-    used when the horizontal stride is 1 and it at most doubles the columns, and the input
-    gradient by rows when that moves less memory than folding.
+    ``pads`` is (top, bottom, left, right). ``algorithm`` forces the method (tests use it to
+    cover both); by default "rows" when the horizontal stride is 1 and it moves less memory.
     """
     n, c, h, w = shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
@@ -112,14 +114,12 @@ def make_geometry(
         )
     ho, wo = (hp - span_h) // sh + 1, (wp - span_w) // sw + 1
     if algorithm is None:
-        wide = sw == 1 and wp <= 2 * wo
-        rows = wide and out_channels * kw + 3 * c * kh < 3 * c * kh * kw
+        rows = sw == 1 and out_channels * kw + 3 * c * kh < 3 * c * kh * kw
+    elif algorithm == "rows" and sw != 1:
+        raise ValueError(f"{layer}: the 'rows' method needs a horizontal stride of 1")
     else:
-        if algorithm != "strided" and sw != 1:
-            raise ValueError(f"{layer}: algorithm {algorithm!r} needs a horizontal stride of 1")
-        wide = algorithm != "strided"
-        rows = algorithm == "wide-rows"
-    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, wide, rows)
+        rows = algorithm == "rows"
+    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows)
 
 
 def pad_index(size: int, before: int, after: int, mode: PaddingMode, device: torch.device) -> Tensor:
@@ -137,7 +137,10 @@ def pad_index(size: int, before: int, after: int, mode: PaddingMode, device: tor
 
 def check_padding_mode(geo: ConvGeometry, mode: PaddingMode, layer: str) -> None:
     """torch's limits: reflect needs pad < size, circular pad <= size."""
-    for pad, size, axis in ((max(geo.pt, geo.pb), geo.h, "height"), (max(geo.pl, geo.pr), geo.w, "width")):
+    for pad, size, axis in (
+        (max(geo.pt, geo.pb), geo.h, "height"),
+        (max(geo.pl, geo.pr), geo.w, "width"),
+    ):
         if mode == "reflect" and pad >= size:
             raise ValueError(
                 f"{layer}: reflect padding {pad} must be smaller than the input {axis} {size}"
@@ -148,64 +151,58 @@ def check_padding_mode(geo: ConvGeometry, mode: PaddingMode, layer: str) -> None
             )
 
 
-def pad_channel_major(x: Tensor, geo: ConvGeometry, mode: PaddingMode) -> Tensor:
-    """Flat buffer of C*N*Hp*Wp + tail elements holding the padded input as (C, N, Hp, Wp)."""
-    size = geo.c * geo.n * geo.plane
-    padded = geo.pt or geo.pb or geo.pl or geo.pr
-    if padded and mode == "zeros":
-        buffer = x.new_zeros(size + geo.tail)
-    else:
-        buffer = x.new_empty(size + geo.tail)
-        buffer[size:].zero_()
-    planes = buffer[:size].view(geo.c, geo.n, geo.hp, geo.wp)
+def pad_channel_major(x: Tensor, geo: ConvGeometry, mode: PaddingMode, ws: Workspace) -> Tensor:
+    """The padded input as a (C, N, Hp, Wp) workspace tensor.
+
+    Only the interior is written (all of it for reflect/replicate/circular), so the zero border
+    the tensor was made with stays zero.
+    """
+    planes = ws.scratch("input", (geo.c, geo.n, geo.hp, geo.wp), x, tag=geo)
     source = x.transpose(0, 1)
-    if padded and mode != "zeros":
+    if mode != "zeros" and (geo.pt or geo.pb or geo.pl or geo.pr):
         rows = pad_index(geo.h, geo.pt, geo.pb, mode, x.device)
         cols = pad_index(geo.w, geo.pl, geo.pr, mode, x.device)
         planes.copy_(source.index_select(2, rows).index_select(3, cols))
     else:
         planes[:, :, geo.pt : geo.pt + geo.h, geo.pl : geo.pl + geo.w] = source
-    return buffer
+    return planes
 
 
-def unfold(buffer: Tensor, geo: ConvGeometry) -> Tensor:
-    """The column matrix (C*kh*kw, N*Ho*Wq), rows ordered (c, i, j), columns (n, y, x)."""
-    view = buffer.as_strided(
-        (geo.c, geo.kh, geo.kw, geo.n, geo.ho, geo.wq),
-        (geo.n * geo.plane, geo.dh * geo.wp, geo.dw, geo.plane, geo.sh * geo.wp, geo.sw),
+def unfold(planes: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:
+    """Copy the column matrix (C*kh*kw, N*Ho*Wo) into ``out``: rows (c, i, j), columns (n, y, x)."""
+    shape = (geo.c, geo.kh, geo.kw, geo.n, geo.ho, geo.wo)
+    view = planes.as_strided(
+        shape, (geo.n * geo.plane, geo.dh * geo.wp, geo.dw, geo.plane, geo.sh * geo.wp, geo.sw)
     )
-    return view.reshape(geo.c * geo.kh * geo.kw, geo.length)
+    out.view(shape).copy_(view)
+    return out
 
 
-def spread_grad(grad: Tensor, geo: ConvGeometry) -> tuple[Tensor, Tensor]:
-    """The output gradient as the (Co, N*Ho*Wq) matrix, zero in the wide grid's garbage columns.
+def grad_matrix(grad: Tensor, ws: Workspace) -> Tensor:
+    """The (N, Co, Ho, Wo) output gradient as the (Co, N*Ho*Wo) matrix (a workspace tensor)."""
+    n, co = grad.shape[0], grad.shape[1]
+    matrix = ws.scratch("grad", (co, n, grad.shape[2] * grad.shape[3]), grad)
+    matrix.copy_(grad.reshape(n, co, -1).transpose(0, 1))
+    return matrix.view(co, -1)
 
-    Returns ``(matrix, buffer)``; on the wide grid ``buffer`` is the flat storage with a head of
-    (kw-1)*dw zeros before the matrix, which the "rows" method reads shifted to the left.
-    """
-    co = grad.shape[1]
-    if not geo.wide:
-        matrix = grad.transpose(0, 1).reshape(co, geo.length)
-        return matrix, matrix
-    head = (geo.kw - 1) * geo.dw
-    buffer = grad.new_empty(head + co * geo.length)
-    buffer[:head].zero_()
-    grid = buffer[head:].view(co, geo.n, geo.ho, geo.wp)
-    grid[..., geo.wo :].zero_()
+
+def shifted_grad(grad: Tensor, geo: ConvGeometry, ws: Workspace) -> Tensor:
+    """The "rows" method's (Co*kw, N*Ho*Wp) matrix: row (o, j') is channel o of the output
+    gradient on the wide grid, shifted right by (kw-1-j')*dw columns (module docstring)."""
+    co, length = grad.shape[1], geo.wide_length
+    # workspace tensor made zero; only the real (Co, N, Ho, Wo) part is ever written
+    wide = ws.scratch("wide_grad", (geo.head + co * length,), grad, tag=geo)
+    grid = wide[geo.head :].view(co, geo.n, geo.ho, geo.wp)
     grid[..., : geo.wo] = grad.transpose(0, 1)
-    return buffer[head:].view(co, geo.length), buffer
+    shifted = ws.scratch("shifted", (co, geo.kw, length), grad)
+    shifted.copy_(wide.as_strided((co, geo.kw, length), (length, geo.dw, 1)))
+    return shifted.view(co * geo.kw, length)
 
 
-def shifted_grad(buffer: Tensor, geo: ConvGeometry, out_channels: int) -> Tensor:
-    """(Co*kw, L) matrix whose row (o, j') is the gradient of channel o shifted right by
-    (kw-1-j')*dw columns (the "rows" method; ``buffer`` from :func:`spread_grad`)."""
-    view = buffer.as_strided((out_channels, geo.kw, geo.length), (geo.length, geo.dw, 1))
-    return view.reshape(out_channels * geo.kw, geo.length)
-
-
-def add_rows(partial: Tensor, geo: ConvGeometry) -> Tensor:
-    """Padded input gradient (flat, as (C, N, Hp, Wp)) from the (C*kh, L) partial sums."""
-    out = partial.new_zeros(geo.c * geo.n * geo.plane)
+def add_rows(partial: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:
+    """Padded input gradient ``out`` (C, N, Hp, Wp) from the "rows" method's (C*kh, N*Ho*Wp)
+    partial sums: kernel row i adds its part i*dh rows lower."""
+    out.zero_()
     parts = partial.view(geo.c, geo.kh, geo.n, geo.ho, geo.wp)
     shape = (geo.c, geo.n, geo.ho, geo.wp)
     strides = (geo.n * geo.plane, geo.plane, geo.sh * geo.wp, 1)
@@ -214,11 +211,12 @@ def add_rows(partial: Tensor, geo: ConvGeometry) -> Tensor:
     return out
 
 
-def fold(columns: Tensor, geo: ConvGeometry) -> Tensor:
-    """Adjoint of :func:`unfold`: padded input gradient (flat, as (C, N, Hp, Wp) + tail)."""
-    out = columns.new_zeros(geo.c * geo.n * geo.plane + geo.tail)
-    parts = columns.view(geo.c, geo.kh, geo.kw, geo.n, geo.ho, geo.wq)
-    shape = (geo.c, geo.n, geo.ho, geo.wq)
+def fold(columns: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:
+    """Adjoint of :func:`unfold`: padded input gradient ``out`` (C, N, Hp, Wp) from the column
+    gradient; positions no window reached stay 0."""
+    out.zero_()
+    parts = columns.view(geo.c, geo.kh, geo.kw, geo.n, geo.ho, geo.wo)
+    shape = (geo.c, geo.n, geo.ho, geo.wo)
     strides = (geo.n * geo.plane, geo.plane, geo.sh * geo.wp, geo.sw)
     for i in range(geo.kh):
         for j in range(geo.kw):
@@ -226,15 +224,17 @@ def fold(columns: Tensor, geo: ConvGeometry) -> Tensor:
     return out
 
 
-def unpad(buffer: Tensor, geo: ConvGeometry, mode: PaddingMode) -> Tensor:
-    """(N, C, H, W) input gradient from the flat padded one: crop, or for reflect/replicate/
-    circular padding add each border position back onto the input position it copied."""
-    planes = buffer[: geo.c * geo.n * geo.plane].view(geo.c, geo.n, geo.hp, geo.wp)
+def unpad(planes: Tensor, geo: ConvGeometry, mode: PaddingMode) -> Tensor:
+    """(N, C, H, W) input gradient (a new tensor) from the padded (C, N, Hp, Wp) one: crop, or
+    for reflect/replicate/circular padding add each border position back onto the input
+    position it copied."""
     if mode == "zeros" or not (geo.pt or geo.pb or geo.pl or geo.pr):
         inner = planes[:, :, geo.pt : geo.pt + geo.h, geo.pl : geo.pl + geo.w]
-        return inner.transpose(0, 1).contiguous()
-    rows = pad_index(geo.h, geo.pt, geo.pb, mode, buffer.device)
-    cols = pad_index(geo.w, geo.pl, geo.pr, mode, buffer.device)
-    narrow = planes.new_zeros(geo.c, geo.n, geo.hp, geo.w).index_add_(3, cols, planes)
-    inner = planes.new_zeros(geo.c, geo.n, geo.h, geo.w).index_add_(2, rows, narrow)
-    return inner.transpose(0, 1).contiguous()
+    else:
+        rows = pad_index(geo.h, geo.pt, geo.pb, mode, planes.device)
+        cols = pad_index(geo.w, geo.pl, geo.pr, mode, planes.device)
+        narrow = planes.new_zeros(geo.c, geo.n, geo.hp, geo.w).index_add_(3, cols, planes)
+        inner = planes.new_zeros(geo.c, geo.n, geo.h, geo.w).index_add_(2, rows, narrow)
+    out = inner.new_empty(geo.n, geo.c, geo.h, geo.w)
+    out.copy_(inner.transpose(0, 1))
+    return out

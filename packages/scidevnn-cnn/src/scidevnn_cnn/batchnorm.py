@@ -24,8 +24,8 @@ class BatchNorm2d(Module):
     Training (or no running statistics): mean and the biased variance of the batch; the running
     statistics, when tracked, move by ``momentum`` (``None``: the cumulative average, 1/k for
     the k-th batch) towards the batch mean and the *unbiased* batch variance. Evaluation:
-    the running statistics. Computed as torch's CPU kernel does, ``y = x * a + b`` with
-    ``a = weight / sqrt(var + eps)``, ``b = bias - mean * a``.
+    the running statistics. Computed as ``y = x_c * a + bias`` with ``x_c = x - mean`` (kept
+    for backward) and ``a = weight / sqrt(var + eps)``.
 
     Backward, with g = dL/dy, x_c = x - mean, istd = 1/sqrt(var + eps), M = N*H*W and sums over
     (N, H, W): dL/dweight = istd * sum(g x_c), dL/dbias = sum(g);
@@ -90,6 +90,7 @@ class BatchNorm2d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
+        view = (1, -1, 1, 1)
         use_batch = self.training or self.running_mean is None
         if use_batch:
             count = x.numel() // x.shape[1]
@@ -98,17 +99,24 @@ class BatchNorm2d(Module):
                     f"{type(self).__name__}: expected more than 1 value per channel when "
                     f"training, got input size {x.shape}"
                 )
-            var, mean = torch.var_mean(x, dim=_DIMS, correction=0)
+            # two passes of plain sums: several times faster than torch.var_mean's Welford
+            # reduction over (N, H, W), and as accurate
+            mean = x.sum(_DIMS).div_(count)
+            centered = x - mean.view(view)
+            var = centered.square().sum(_DIMS).div_(count)
             if self.training and self.running_mean is not None:
                 self._update_running(mean, var, count)
         else:
             assert self.running_mean is not None and self.running_var is not None
-            mean, var = self.running_mean.clone(), self.running_var
+            var = self.running_var
+            centered = x - self.running_mean.view(view)
         inv_std = (var + self.eps).rsqrt()
         scale = inv_std if self.weight is None else inv_std * self.weight.data
-        shift = -mean * scale if self.bias is None else self.bias.data - mean * scale
-        y = torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
-        self.save_for_backward(x, mean, inv_std, use_batch)
+        if self.bias is None:
+            y = centered * scale.view(view)
+        else:
+            y = torch.addcmul(self.bias.data.view(view), centered, scale.view(view))
+        self.save_for_backward(centered, inv_std, use_batch)
         return y
 
     def _update_running(self, mean: Tensor, var: Tensor, count: int) -> None:
@@ -124,13 +132,12 @@ class BatchNorm2d(Module):
         self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        x, mean, inv_std, use_batch = self.saved_tensors()
-        check_grad_shape(grad_output, tuple(x.shape), type(self).__name__)
+        centered, inv_std, use_batch = self.saved_tensors()
+        check_grad_shape(grad_output, tuple(centered.shape), type(self).__name__)
         g, view = grad_output, (1, -1, 1, 1)
         needs_input = self.needs_input_grad
-        centered = grad_sum = dot = None
+        grad_sum = dot = None
         if self.weight is not None or (use_batch and needs_input):
-            centered = x - mean.view(view)
             grad_sum = g.sum(_DIMS)
             dot = (g * centered).sum(_DIMS)
         if self.weight is not None and self.bias is not None:
@@ -142,8 +149,8 @@ class BatchNorm2d(Module):
         scale = inv_std if self.weight is None else inv_std * self.weight.data
         if not use_batch:
             return g * scale.view(view)
-        assert centered is not None and grad_sum is not None and dot is not None
-        count = x.numel() // x.shape[1]
+        assert grad_sum is not None and dot is not None
+        count = centered.numel() // centered.shape[1]
         # dx = scale * g - scale * sum(g) / M - centered * (scale * istd^2 * sum(g x_c) / M)
         k = scale * inv_std * inv_std * dot / count
         grad_input = torch.addcmul((-scale * grad_sum / count).view(view), g, scale.view(view))

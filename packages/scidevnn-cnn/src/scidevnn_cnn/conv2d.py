@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scidevnn.module import Module
+from scidevnn.module import Module, is_grad_enabled
 from scidevnn.parameter import Parameter
 from scidevnn_cnn import _im2col
 from scidevnn_cnn._args import IntOrPair, as_batch, check_grad_shape, pair
 from scidevnn_cnn._im2col import Algorithm, ConvGeometry, PaddingMode
+from scidevnn_cnn._workspace import Workspace
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -94,6 +95,7 @@ class Conv2d(Module):
         #: fastest. For tests and benchmarks only: every method gives the same numbers.
         self.algorithm: Algorithm | None = None
         self._geometry: dict[tuple[Any, ...], ConvGeometry] = {}
+        self._workspace = Workspace()
 
         kh, kw = self.kernel_size
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -147,42 +149,52 @@ class Conv2d(Module):
                 f"dtype {self.weight.data.dtype}"
             )
         geo = self._plan(x4)
-        columns = _im2col.unfold(_im2col.pad_channel_major(x4, geo, self.padding_mode), geo)
-        g, co = self.groups, self.out_channels
+        ws, g, co = self._workspace, self.groups, self.out_channels
+        planes = _im2col.pad_channel_major(x4, geo, self.padding_mode, ws)
+        k = geo.c * geo.kh * geo.kw
+        columns = _im2col.unfold(planes, geo, ws.take("columns", (k, geo.length), x4))
+        out = ws.scratch("output", (co, geo.length), x4)
         weight = self.weight.data.reshape(g, co // g, -1)
         if g == 1:
             if self.bias is None:
-                out = weight[0] @ columns
+                torch.mm(weight[0], columns, out=out)
             else:
-                out = torch.addmm(self.bias.data.unsqueeze(1), weight[0], columns)
+                torch.addmm(self.bias.data.unsqueeze(1), weight[0], columns, out=out)
         else:
-            grouped = columns.view(g, -1, geo.length)
+            grouped, out_g = columns.view(g, -1, geo.length), out.view(g, co // g, geo.length)
             if self.bias is None:
-                out = torch.bmm(weight, grouped)
+                torch.bmm(weight, grouped, out=out_g)
             else:
-                out = torch.baddbmm(self.bias.data.view(g, co // g, 1), weight, grouped)
-        y = out.view(co, geo.n, geo.ho, geo.wq)[..., : geo.wo].transpose(0, 1).contiguous()
-        self.save_for_backward(columns, geo, unbatched)
+                torch.baddbmm(self.bias.data.view(g, co // g, 1), weight, grouped, out=out_g)
+        y = x4.new_empty(geo.n, co, geo.ho, geo.wo)
+        y.view(geo.n, co, -1).copy_(out.view(co, geo.n, -1).transpose(0, 1))
+        if is_grad_enabled():
+            self.save_for_backward(columns, geo, unbatched)
+        else:
+            ws.give("columns", columns)
         return y.squeeze(0) if unbatched else y
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
         columns, geo, unbatched = self.saved_tensors()
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         check_grad_shape(grad, (geo.n, self.out_channels, geo.ho, geo.wo), type(self).__name__)
-        g, co = self.groups, self.out_channels
-        matrix, buffer = _im2col.spread_grad(grad, geo)
+        ws, g, co = self._workspace, self.groups, self.out_channels
+        matrix = _im2col.grad_matrix(grad, ws)
         if self.bias is not None:
             self.bias.accumulate(matrix.sum(1))
+        # columns @ grad^T, then transposed: faster than grad @ columns^T for these shapes
         if g == 1:
-            grad_weight = matrix @ columns.t()
+            grad_weight = torch.mm(columns, matrix.t()).t()
         else:
             grad_weight = torch.bmm(
-                matrix.view(g, co // g, geo.length), columns.view(g, -1, geo.length).transpose(1, 2)
-            )
-        self.weight.accumulate(grad_weight.view(self.weight.data.shape))
+                columns.view(g, -1, geo.length), matrix.view(g, co // g, geo.length).transpose(1, 2)
+            ).transpose(1, 2)
+        self.weight.accumulate(grad_weight.reshape(self.weight.data.shape).contiguous())
+        ws.give("columns", columns)
         if not self.needs_input_grad:
             return None
         weight = self.weight.data
+        padded = ws.scratch("grad_input", (geo.c, geo.n, geo.hp, geo.wp), grad)
         if geo.rows:
             cg, kh, kw = weight.shape[1], geo.kh, geo.kw
             # flipped[grp, (c, i), (o, j')] = weight[o, c, i, kw-1-j'] within each group
@@ -192,14 +204,22 @@ class Conv2d(Module):
                 .permute(0, 2, 3, 1, 4)
                 .reshape(g, cg * kh, co // g * kw)
             )
-            shifted = _im2col.shifted_grad(buffer, geo, co).view(g, co // g * kw, geo.length)
-            partial = flipped[0] @ shifted[0] if g == 1 else torch.bmm(flipped, shifted)
-            padded = _im2col.add_rows(partial, geo)
+            shifted = _im2col.shifted_grad(grad, geo, ws).view(g, co // g * kw, geo.wide_length)
+            partial = ws.scratch("partial", (geo.c * kh, geo.wide_length), grad)
+            if g == 1:
+                torch.mm(flipped[0], shifted[0], out=partial)
+            else:
+                torch.bmm(flipped, shifted, out=partial.view(g, cg * kh, geo.wide_length))
+            _im2col.add_rows(partial, geo, padded)
         else:
             w_t = weight.reshape(g, co // g, -1).transpose(1, 2)
             grouped = matrix.view(g, co // g, geo.length)
-            grad_columns = w_t[0] @ grouped[0] if g == 1 else torch.bmm(w_t, grouped)
-            padded = _im2col.fold(grad_columns, geo)
+            grad_columns = ws.scratch("grad_columns", (geo.c * geo.kh * geo.kw, geo.length), grad)
+            if g == 1:
+                torch.mm(w_t[0], grouped[0], out=grad_columns)
+            else:
+                torch.bmm(w_t, grouped, out=grad_columns.view(g, -1, geo.length))
+            _im2col.fold(grad_columns, geo, padded)
         grad_input = _im2col.unpad(padded, geo, self.padding_mode)
         return grad_input.squeeze(0) if unbatched else grad_input
 

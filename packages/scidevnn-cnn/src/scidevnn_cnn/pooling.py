@@ -188,35 +188,42 @@ class MaxPool2d(Module):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         x4, unbatched = as_batch(x, type(self).__name__)
         geo = self._plan(x4)
-        corner, offset, first = self._tables(geo, x4.device)
+        _, _, first = self._tables(geo, x4.device)
         views = _views(_pad(x4, geo, float("-inf")), geo)
+        # scan position of the running maximum, in the smallest integer type that holds it
+        # (elementwise uint8 arithmetic is several times faster than int64)
+        small = torch.uint8 if len(views) <= 256 else torch.int32
         out = views[0]
-        position: Tensor | None = first if geo.padded else None
+        position = first.to(small).expand(out.shape) if geo.padded else None
         for t in range(1, len(views)):
             candidate = views[t]
             greater = candidate > out
             out = torch.maximum(out, candidate)
-            # positions only grow along the scan, so the last strict improvement is a maximum
-            step = greater * t
+            # positions only grow along the scan: the last strict improvement is a maximum
+            step = greater.view(torch.uint8) * t if small == torch.uint8 else greater.to(small) * t
             position = step if position is None else torch.maximum(position, step)
         if len(views) == 1:
             out = out.clone()
         if position is None:
-            position = torch.zeros_like(out, dtype=torch.int64)
-        elif position.shape != out.shape:
-            position = position.expand(out.shape)
-        indices = offset[position] + corner
-        self.save_for_backward(indices, geo, unbatched)
-        if unbatched:
-            out, indices = out.squeeze(0), indices.squeeze(0)
-        return (out, indices) if self.return_indices else out
+            position = torch.zeros(out.shape, dtype=small, device=out.device)
+        self.save_for_backward(position, geo, unbatched)
+        if not self.return_indices:
+            return out.squeeze(0) if unbatched else out
+        indices = self._flat_indices(position, geo)
+        return (out.squeeze(0), indices.squeeze(0)) if unbatched else (out, indices)
+
+    def _flat_indices(self, position: Tensor, geo: PoolGeometry) -> Tensor:
+        """Index (row * W + column) in the input plane of each window's scan ``position``."""
+        corner, offset, _ = self._tables(geo, position.device)
+        return torch.take(offset, position.long()).add_(corner)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        indices, geo, unbatched = self.saved_tensors()
+        position, geo, unbatched = self.saved_tensors()
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         check_grad_shape(grad, (geo.n, geo.c, geo.ho, geo.wo), type(self).__name__)
         if not self.needs_input_grad:
             return None
+        indices = self._flat_indices(position, geo)
         empty = geo.cache.get("empty")
         if empty is not None:
             grad = grad.masked_fill(empty, 0.0)

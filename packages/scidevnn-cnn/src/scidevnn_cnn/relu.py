@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from scidevnn.module import Module
@@ -12,8 +11,10 @@ from scidevnn_cnn._args import check_grad_shape
 class ReLU(Module):
     """``y = max(x, 0)`` elementwise; any shape. ``inplace=True`` overwrites x, as torch does.
 
-    Backward: dL/dx = dL/dy where y > 0, else 0 (0 at x = 0, like torch). Saves the output
-    (with ``inplace`` that is x itself, so the input must not be changed before backward).
+    Backward: dL/dx = dL/dy where y > 0, else 0 (0 at x = 0, like torch), computed as
+    ``dL/dy * sign(y)``: two float operations, several times faster on the CPU than a
+    ``torch.where`` on a boolean mask. (Only a NaN input differs: NaN gradient, torch gives 0.)
+    Saves the output (with ``inplace`` that is x itself: it must not change before backward).
     """
 
     def __init__(self, inplace: bool = False) -> None:
@@ -30,7 +31,7 @@ class ReLU(Module):
         check_grad_shape(grad_output, tuple(y.shape), type(self).__name__)
         if not self.needs_input_grad:
             return None
-        return torch.where(y > 0, grad_output, 0.0)
+        return y.sign().mul_(grad_output)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""

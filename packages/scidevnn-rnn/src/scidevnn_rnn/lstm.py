@@ -9,11 +9,7 @@ import torch
 from torch import Tensor
 
 from scidevnn_rnn._common import accumulate_bias, accumulate_matmul
-from scidevnn_rnn.lstm_cell import (
-    lstm_backward_coefficients,
-    lstm_gates_forward,
-    lstm_step_backward,
-)
+from scidevnn_rnn.lstm_cell import gate_views_per_step, lstm_gates_forward, lstm_step_backward
 from scidevnn_rnn.rnn_base import (
     DirectionParams,
     RNNBase,
@@ -108,30 +104,35 @@ class LSTM(RNNBase):
             hs[start].copy_(h0)
             cs[start].copy_(c0)
         out = slots.outputs(hs) if mask is None else x.new_empty(steps, batch, out_size)
+        gates, h_steps, c_steps, tc_steps = (
+            gate_views_per_step(acts),
+            hs.unbind(0),
+            cs.unbind(0),
+            tc.unbind(0),
+        )
         w_hh_t = params.w_hh.data.t()
         w_hr_t = None if params.w_hr is None else params.w_hr.data.t()
         first = True
         for t in slots.order():
             cur, prev = slots.cur(t), slots.prev(t)
-            gates = acts[t]
             fresh = zero_start and first
             if not fresh:
-                gates.addmm_(hs[prev], w_hh_t)
-            c_prev = None if fresh else cs[prev]
+                gates[t].all.addmm_(h_steps[prev], w_hh_t)
+            c_prev = None if fresh else c_steps[prev]
             if mask is None:
-                h_target = hs[cur] if m is None else m[t]
-                lstm_gates_forward(gates, c_prev, cs[cur], tc[t], h_target)
+                h_target = h_steps[cur] if m is None else m[t]
+                lstm_gates_forward(gates[t], c_prev, c_steps[cur], tc_steps[t], h_target)
                 if w_hr_t is not None:
-                    torch.mm(h_target, w_hr_t, out=hs[cur])
+                    torch.mm(h_target, w_hr_t, out=h_steps[cur])
             else:
                 keep = mask[t]
-                c_new = torch.empty_like(tc[t])
-                h_new = torch.empty_like(tc[t]) if m is None else m[t]
-                lstm_gates_forward(gates, c_prev, c_new, tc[t], h_new)
+                c_new = torch.empty_like(tc_steps[t])
+                h_new = torch.empty_like(tc_steps[t]) if m is None else m[t]
+                lstm_gates_forward(gates[t], c_prev, c_new, tc_steps[t], h_new)
                 if w_hr_t is not None:
                     h_new = h_new @ w_hr_t
-                torch.where(keep, c_new, cs[prev], out=cs[cur])
-                torch.where(keep, h_new, hs[prev], out=hs[cur])
+                torch.where(keep, c_new, c_steps[prev], out=c_steps[cur])
+                torch.where(keep, h_new, h_steps[prev], out=h_steps[cur])
                 torch.mul(h_new, keep, out=out[t])
             first = False
         final = slots.final()
@@ -149,20 +150,23 @@ class LSTM(RNNBase):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         assert isinstance(tape, LSTMTape)
         slots, params, mask = tape.slots, tape.params, tape.mask
-        acts, tc, cs = tape.acts, tape.tc, tape.cs
+        acts, tc = tape.acts, tape.tc
         steps = acts.shape[0]
-        deriv, o_tanh_deriv = lstm_backward_coefficients(acts, tc)
         grad_gates = torch.empty_like(acts)
+        gates, grads = gate_views_per_step(acts), gate_views_per_step(grad_gates)
+        tc_steps, c_steps = tc.unbind(0), tape.cs.unbind(0)
+        grad_out_steps = None if grad_out is None else grad_out.unbind(0)
+        one = acts.new_ones(())
         proj = params.w_hr
         grad_hs = None if proj is None else torch.empty_like(slots.outputs(tape.hs))
         w_hh = params.w_hh.data
         dh = grad_h if grad_h is not None else tc.new_zeros(tc.shape[1], self.output_size)
         dc = grad_c
         if mask is not None and dc is None:
-            dc = torch.zeros_like(tc[0])
+            dc = torch.zeros_like(tc_steps[0])
         for k, t in enumerate(reversed(slots.order())):
             first_step = k == steps - 1  # the first step of the forward pass
-            dh_t = dh if grad_out is None else dh + grad_out[t]
+            dh_t = dh if grad_out_steps is None else dh + grad_out_steps[t]
             dh_step, dc_step = dh_t, dc
             if mask is not None:  # padded rows: nothing enters the gates, states pass through
                 dh_step = dh_t * mask[t]
@@ -170,13 +174,13 @@ class LSTM(RNNBase):
             if proj is not None and grad_hs is not None:
                 grad_hs[t].copy_(dh_step)
                 dh_step = dh_step @ proj.data
-            c_prev = None if (tape.zero_start and first_step) else cs[slots.prev(t)]
+            c_prev = None if (tape.zero_start and first_step) else c_steps[slots.prev(t)]
             dc_prev = lstm_step_backward(
-                dh_step, dc_step, acts[t], tc[t], c_prev, deriv[t], o_tanh_deriv[t], grad_gates[t]
+                dh_step, dc_step, gates[t], tc_steps[t], c_prev, grads[t], one
             )
             if first_step and not need_dh0:
                 break
-            dh_prev = grad_gates[t] @ w_hh
+            dh_prev = grads[t].all @ w_hh
             if mask is None:
                 dh, dc = dh_prev, dc_prev
             else:

@@ -16,6 +16,7 @@ Backward, from ``dh'`` and ``dc'`` (with ``tc = tanh(c')``)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,70 +27,87 @@ from scidevnn_rnn.cell_base import RNNCellBase
 LSTMState = tuple[Tensor, Tensor]
 
 
+class Gates(NamedTuple):
+    """Views of one step's (N, 4H) gate tensor: the whole, ``i`` and ``f`` together, and each.
+
+    Built once per buffer (``gate_views``, ``gate_views_per_step``) so that the per-step loops
+    slice nothing: on these sizes an indexing call costs as much as the arithmetic.
+    """
+
+    all: Tensor
+    i_f: Tensor
+    i: Tensor
+    f: Tensor
+    g: Tensor
+    o: Tensor
+
+
+def gate_views(buffer: Tensor) -> Gates:
+    """Gates of a (..., 4H) tensor."""
+    i, f, g, o = buffer.chunk(4, dim=-1)
+    return Gates(buffer, buffer[..., : 2 * i.shape[-1]], i, f, g, o)
+
+
+def gate_views_per_step(buffer: Tensor) -> list[Gates]:
+    """Gates of each step of a (T, N, 4H) tensor."""
+    hidden = buffer.shape[-1] // 4
+    parts = (
+        buffer.unbind(0),
+        buffer[..., : 2 * hidden].unbind(0),
+        *(part.unbind(0) for part in buffer.chunk(4, dim=-1)),
+    )
+    return [Gates(*step) for step in zip(*parts, strict=True)]
+
+
 def lstm_gates_forward(
-    gates: Tensor, c_prev: Tensor | None, c_out: Tensor, tc_out: Tensor, h_out: Tensor
+    gates: Gates, c_prev: Tensor | None, c_out: Tensor, tc_out: Tensor, h_out: Tensor
 ) -> None:
-    """Turn pre-activations (..., 4H) into gate activations in place; write c', tanh(c'), h'.
+    """Turn the pre-activations in ``gates`` into activations in place; write c', tanh(c'), h'.
 
     ``c_prev=None`` means a zero cell state.
     """
-    hidden = c_out.shape[-1]
-    gates[..., : 2 * hidden].sigmoid_()
-    gates[..., 2 * hidden : 3 * hidden].tanh_()
-    gates[..., 3 * hidden :].sigmoid_()
-    i, f, g, o = gates.chunk(4, dim=-1)
+    gates.i_f.sigmoid_()
+    gates.g.tanh_()
+    gates.o.sigmoid_()
     if c_prev is None:
-        torch.mul(i, g, out=c_out)
+        torch.mul(gates.i, gates.g, out=c_out)
     else:
-        torch.mul(f, c_prev, out=c_out)
-        c_out.addcmul_(i, g)
+        torch.mul(gates.f, c_prev, out=c_out)
+        c_out.addcmul_(gates.i, gates.g)
     torch.tanh(c_out, out=tc_out)
-    torch.mul(o, tc_out, out=h_out)
-
-
-def lstm_backward_coefficients(acts: Tensor, tc: Tensor) -> tuple[Tensor, Tensor]:
-    """Derivatives that do not depend on the incoming gradient, for any number of steps.
-
-    Returns ``D`` (..., 4H): d activation / d pre-activation of each gate, and
-    ``OTD`` (..., H) = ``o * (1 - tanh(c')^2)``, d h' / d c'.
-    """
-    hidden = tc.shape[-1]
-    deriv = acts * (1 - acts)
-    g = acts[..., 2 * hidden : 3 * hidden]
-    g_slot = deriv[..., 2 * hidden : 3 * hidden]
-    torch.mul(g, g, out=g_slot)
-    g_slot.neg_().add_(1)
-    o_tanh_deriv = acts[..., 3 * hidden :] * (1 - tc * tc)
-    return deriv, o_tanh_deriv
+    torch.mul(gates.o, tc_out, out=h_out)
 
 
 def lstm_step_backward(
     dh: Tensor,
     dc: Tensor | None,
-    acts: Tensor,
+    acts: Gates,
     tc: Tensor,
     c_prev: Tensor | None,
-    deriv: Tensor,
-    o_tanh_deriv: Tensor,
-    out: Tensor,
+    out: Gates,
+    one: Tensor,
 ) -> Tensor:
-    """Write d loss / d pre-activations (..., 4H) into ``out``; return d loss / d c_prev.
+    """Write d loss / d pre-activations into ``out``; return d loss / d c_prev.
 
     ``dh``, ``dc``: gradients reaching h' and c' (``dc=None``: zero); ``c_prev=None``: the
-    step started from a zero cell state.
+    step started from a zero cell state; ``one``: a scalar tensor 1 of the gates' dtype.
+    Every derivative is formed here, from the step's own (cache-resident) activations.
     """
-    i, f, g, _ = acts.chunk(4, dim=-1)
-    out_i, out_f, out_g, out_o = out.chunk(4, dim=-1)
-    torch.mul(dh, tc, out=out_o)
-    dc_total = dh * o_tanh_deriv if dc is None else torch.addcmul(dc, dh, o_tanh_deriv)
-    torch.mul(dc_total, g, out=out_i)
+    torch.mul(dh, tc, out=out.o)  # do
+    dc_total = dh * acts.o if dc is None else torch.addcmul(dc, dh, acts.o)
+    dc_total.addcmul_(out.o * acts.o, tc, value=-1)  # + dh o (1 - tc^2)
+    torch.mul(dc_total, acts.g, out=out.i)
     if c_prev is None:
-        out_f.zero_()
+        out.f.zero_()
     else:
-        torch.mul(dc_total, c_prev, out=out_f)
-    torch.mul(dc_total, i, out=out_g)
-    out.mul_(deriv)
-    return dc_total.mul_(f)
+        torch.mul(dc_total, c_prev, out=out.f)
+    torch.mul(dc_total, acts.i, out=out.g)
+    deriv = torch.addcmul(acts.all, acts.all, acts.all, value=-1)  # s (1 - s): i, f, o
+    # and 1 - g^2 for g:
+    hidden = tc.shape[-1]
+    torch.addcmul(one, acts.g, acts.g, value=-1, out=deriv.narrow(-1, 2 * hidden, hidden))
+    out.all.mul_(deriv)
+    return dc_total.mul_(acts.f)
 
 
 class LSTMCell(RNNCellBase):
@@ -139,7 +157,7 @@ class LSTMCell(RNNCellBase):
         c_new = gates.new_empty(shape)
         tc = gates.new_empty(shape)
         h_new = gates.new_empty(shape)
-        lstm_gates_forward(gates, c, c_new, tc, h_new)
+        lstm_gates_forward(gate_views(gates), c, c_new, tc, h_new)
         self.save_for_backward(x, h, c, gates, tc, batched)
         if not batched:
             return h_new.squeeze(0), c_new.squeeze(0)
@@ -158,10 +176,10 @@ class LSTMCell(RNNCellBase):
             grad_c = None if grad_c is None else grad_c.unsqueeze(0)
         if grad_h is None:
             grad_h = torch.zeros_like(tc)
-        deriv, o_tanh_deriv = lstm_backward_coefficients(acts, tc)
         grad_gates = torch.empty_like(acts)
+        one = acts.new_ones(())
         grad_c_prev = lstm_step_backward(
-            grad_h, grad_c, acts, tc, c, deriv, o_tanh_deriv, grad_gates
+            grad_h, grad_c, gate_views(acts), tc, c, gate_views(grad_gates), one
         )
         self.accumulate_weight_grads(grad_gates, grad_gates, x, h)
         grad_x = grad_gates @ self.weight_ih.data if self.needs_input_grad else None

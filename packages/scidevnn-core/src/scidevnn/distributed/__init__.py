@@ -1,7 +1,8 @@
 """Data-parallel training on ``torch.distributed`` (gloo on CPU, nccl on GPU).
 
-- ``spawn(fn, nproc, *args)`` starts workers on this machine; ``init_from_env()`` joins a group
-  started by ``torchrun``; ``get_rank()``, ``get_world_size()``, ``is_main_process()``.
+- ``spawn(fn, nproc, *args)`` starts workers on this machine and re-raises their errors;
+  ``init_from_env()`` joins a group started by ``torchrun``; ``get_rank()``,
+  ``get_world_size()``, ``is_main_process()``, ``barrier()``.
 - ``DistributedSampler``: each worker's shard of an epoch, in torch's index order.
 - ``DistributedDataParallel``: broadcasts rank 0's weights, averages gradients during the
   backward in bucketed asynchronous all-reduces; ``average_gradients`` does it after one.
@@ -17,7 +18,7 @@ from scidevnn.distributed.data_parallel import (
     broadcast_tensors,
     check_same_model,
 )
-from scidevnn.distributed.launch import (
+from scidevnn.distributed.group import (
     WorkerInfo,
     barrier,
     current_worker,
@@ -28,9 +29,9 @@ from scidevnn.distributed.launch import (
     is_initialized,
     is_main_process,
     shutdown,
-    spawn,
 )
 from scidevnn.distributed.sampler import DistributedSampler
+from scidevnn.distributed.launcher import spawn
 from scidevnn.errors import DistributedError
 
 __all__ = [

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from scidevnn.distributed.launch import collective_error, get_world_size
+from scidevnn.distributed.group import collective_error, get_world_size
 from scidevnn.errors import DistributedError
 from scidevnn.parameter import Parameter
 

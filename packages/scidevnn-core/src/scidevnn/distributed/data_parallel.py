@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from scidevnn.distributed.buckets import GradientBuckets
-from scidevnn.distributed.launch import collective_error, get_world_size
+from scidevnn.distributed.group import collective_error, get_world_size
 from scidevnn.errors import DistributedError
 from scidevnn.layers.container import Sequential
 from scidevnn.module import Module, is_grad_enabled

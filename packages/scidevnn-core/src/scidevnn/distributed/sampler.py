@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sized
 import torch
 from torch import Tensor
 
-from scidevnn.distributed.launch import get_rank, get_world_size
+from scidevnn.distributed.group import get_rank, get_world_size
 
 
 class DistributedSampler:

@@ -1,0 +1,194 @@
+"""Every bad input gets one clear line on stderr, exit code 2, no traceback, and changes nothing.
+
+The cases run the real command in subprocesses, side by side, in one shared folder of inputs
+(a model file, broken IDX folders, broken model files, a non-image...); a snapshot of that
+folder before and after shows that no case wrote, replaced or left behind any file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from cli_support import Result, cli_many, snapshot, write_digit_pngs, write_idx_folder
+
+from mnist_cli import load_model, save_model, train_model
+from mnist_cli.data import load_embedded, write_idx
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str]
+    message: str  # a regular expression the error line must match
+    stdin: bytes | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def unwritable_folder(root: Path) -> Path:
+    """A folder no new file can be created in (root ignores permission bits: use /sys)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = root / "readonly"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+def build_inputs(root: Path) -> Path:
+    """The shared folder every case runs in."""
+    train_model("mlp", epochs=1, limit=64, out=root / "m.h5")
+    train_model("cnn", epochs=1, limit=32, batch_size=16, out=root / "cnn.h5")
+    shutil.copy(root / "m.h5", root / "existing.h5")
+    save_model(load_model(root / "m.h5"), root / "plain.h5")
+    (root / "empty").mkdir()
+    write_idx_folder(root / "idx", count=20)
+    write_idx_folder(root / "nolabels", count=20, labels=False)
+    write_digit_pngs(root / "png", count=1)
+    (root / "notimage.png").write_bytes(b"this is text, not a picture\n")
+
+    sample = load_embedded("train")
+    assert sample.labels is not None
+    images, labels = sample.images[:10], sample.labels[:10].to(torch.uint8)
+
+    def idx_folder(name: str, images_bytes: bytes | None = None, n_labels: int = 10) -> None:
+        folder = root / name
+        folder.mkdir()
+        write_idx(folder / "train-labels-idx1-ubyte", labels[:n_labels])
+        if images_bytes is None:
+            write_idx(folder / "train-images-idx3-ubyte", images)
+        else:
+            (folder / "train-images-idx3-ubyte").write_bytes(images_bytes)
+
+    full = (root / "idx" / "t10k-images-idx3-ubyte.gz").read_bytes()
+    raw = gzip.decompress(full)
+    idx_folder("truncated", raw[: len(raw) // 2])
+    idx_folder("zerobyte", b"")
+    idx_folder("magic", b"\x12\x34" + raw[2:])
+    idx_folder("mismatch", n_labels=9)
+
+    data = (root / "m.h5").read_bytes()
+    (root / "notmodel.h5").write_text("not a model\n")
+    (root / "truncated.h5").write_bytes(data[: len(data) // 2])
+    shutil.copy(root / "plain.h5", root / "newer.h5")
+    with h5py.File(root / "newer.h5", "r+") as file:
+        file.attrs["format_version"] = np.int64(99)
+    return root
+
+
+TRAIN = ["train", "--limit", "32", "--epochs", "1", "--out", "existing.h5"]
+PNG = "png/digit0.png"
+#: ``{unwritable}`` in an argument stands for a folder no file can be created in.
+CASES = [
+    Case("data-folder-missing", [*TRAIN, "--data", "nowhere"], r"nowhere: .*does not exist"),
+    Case("data-folder-empty", [*TRAIN, "--data", "empty"], r"empty: folder is empty"),
+    Case("idx-truncated", [*TRAIN, "--data", "truncated"], r"truncated IDX file"),
+    Case("idx-zero-bytes", [*TRAIN, "--data", "zerobyte"], r"empty file \(zero bytes\)"),
+    Case("idx-wrong-magic", [*TRAIN, "--data", "magic"], r"wrong magic number"),
+    Case("idx-count-mismatch", [*TRAIN, "--data", "mismatch"], r"10 images but .*9 labels"),
+    Case("model-not-hdf5", ["infer", "notmodel.h5", PNG], r"notmodel.h5.*not an HDF5 file"),
+    Case("model-truncated", ["infer", "truncated.h5", PNG], r"truncated.h5.*truncated"),
+    Case("model-newer-format", ["infer", "newer.h5", PNG], r"format version 99.*upgrade"),
+    Case(
+        "model-needs-missing-plugin",
+        ["infer", "cnn.h5", PNG],
+        r"cnn.h5.*Conv2d.*scidevnn-cnn.*not installed",
+        env={"SCIDEVNN_BLOCK_PLUGINS": "cnn"},
+    ),
+    Case("model-file-missing", ["infer", "gone.h5", PNG], r"gone.h5.*does not exist"),
+    Case("image-not-an-image", ["infer", "m.h5", "notimage.png"], r"notimage.png.*not an image"),
+    Case("image-missing", ["infer", "m.h5", "nothere.png"], r"nothere.png: no such image file"),
+    Case("nothing-to-classify", ["infer", "m.h5"], r"nothing to classify"),
+    Case(
+        "stdin-not-idx",
+        ["infer", "m.h5", "-"],
+        r"<stdin>: not an IDX file",
+        stdin=b"hello, these are not digits",
+    ),
+    Case("stdin-empty", ["infer", "m.h5", "-"], r"<stdin>: empty file", stdin=b""),
+    Case(
+        "csv-folder-missing",
+        ["infer", "m.h5", PNG, "--output", "nowhere/p.csv"],
+        r"CSV file 'nowhere/p.csv'.*folder 'nowhere' does not exist",
+    ),
+    Case(
+        "json-folder-missing",
+        ["evaluate", "m.h5", "--data", "idx", "--json", "nowhere/e.json"],
+        r"JSON file 'nowhere/e.json'.*folder 'nowhere' does not exist",
+    ),
+    Case(
+        "model-out-unwritable",
+        ["train", "--limit", "32", "--epochs", "1", "--out", "{unwritable}/m.h5"],
+        r"model file '.*/m.h5'.*folder '.*' is not writable",
+    ),
+    Case("model-out-is-a-folder", [*TRAIN[:-1], "idx"], r"'idx'.*it is a folder"),
+    Case(
+        "plot-folder-missing",
+        [*TRAIN, "--plot", "nowhere/c.png"],
+        r"plot 'nowhere/c.png'.*does not exist",
+    ),
+    Case(
+        "resume-other-model",
+        ["train", "--model", "cnn", "--resume", "m.h5", "--epochs", "2", "--out", "x.h5"],
+        r"m.h5 is a checkpoint of the mlp model.*--model cnn",
+    ),
+    Case(
+        "resume-not-a-checkpoint",
+        ["train", "--resume", "plain.h5", "--epochs", "2", "--out", "x.h5"],
+        r"plain.h5: holds a model but no training state",
+    ),
+    Case("evaluate-without-labels", ["evaluate", "m.h5", "--data", "nolabels"], r"t10k-labels"),
+    Case("epochs-zero", [*TRAIN, "--epochs", "0"], r"--epochs must be at least 1"),
+]
+if not torch.cuda.is_available():
+    CASES.append(Case("no-cuda", [*TRAIN, "--device", "cuda"], r"sees no CUDA GPU.*--device cpu"))
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Result], bool]:
+    """Run every case once, side by side; also whether the input folder stayed as it was."""
+    root = build_inputs(tmp_path_factory.mktemp("bad-input"))
+    unwritable = str(unwritable_folder(root))
+    before = snapshot(root)
+    runs = [
+        ([arg.replace("{unwritable}", unwritable) for arg in case.args], root, case.stdin, case.env)
+        for case in CASES
+    ]
+    results = cli_many(runs)
+    unchanged = snapshot(root) == before
+    return {case.id: result for case, result in zip(CASES, results, strict=True)}, unchanged
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_gives_one_line_and_exit_code_2(
+    outcome: tuple[dict[str, Result], bool], case: Case
+) -> None:
+    result = outcome[0][case.id]
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(case.message, lines[0]), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_no_bad_input_changed_or_left_any_file(outcome: tuple[dict[str, Result], bool]) -> None:
+    assert outcome[1]
+
+
+def test_debug_variable_shows_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "notmodel.h5").write_text("no")
+    (result,) = cli_many(
+        [(["infer", "notmodel.h5", "x.png"], tmp_path, None, {"SCIDEVNN_DEBUG": "1"})]
+    )
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("error: ")
