@@ -16,10 +16,10 @@ import argparse
 import time
 
 import torch
+from _timing import interleaved, report
 from torch import Tensor
 
 import scidevnn
-from _timing import interleaved, report
 from scidevnn.plugins import get_layer
 
 

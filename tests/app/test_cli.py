@@ -148,6 +148,7 @@ def test_infer_idx_folder_summary_accuracy_and_csv(work: Path) -> None:
     result = cli("infer", "m.h5", "--data", "idx", "--output", "p.csv", "--show", "10", cwd=work)
     assert result.returncode == 0, result.stderr
     data = load_idx_folder(work / "idx", "test")
+    assert data.labels is not None
     expected = infer_model(work / "m.h5", data)
     assert expected.accuracy is not None
     correct = int((expected.classes == data.labels).sum())
@@ -184,6 +185,7 @@ def test_evaluate_prints_tables_and_writes_json_and_png(work: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Per class" in result.stdout and "Confusion matrix" in result.stdout
     data = load_idx_folder(work / "idx", "test")
+    assert data.labels is not None
     predictions = infer_model(work / "m.h5", data)
     assert f"accuracy {predictions.accuracy:.2%}" in result.stdout
     summary = json.loads((work / "e.json").read_text())

@@ -19,9 +19,12 @@ import numpy as np
 import pytest
 import torch
 from cli_support import Result, cli_many, snapshot, write_digit_pngs, write_idx_folder
+from typer.testing import CliRunner
 
 from mnist_cli import load_model, save_model, train_model
+from mnist_cli.cli import app
 from mnist_cli.data import load_embedded, write_idx
+from scidevnn.plugins import reset_registry
 
 
 @dataclass(frozen=True)
@@ -152,36 +155,79 @@ if not torch.cuda.is_available():
     CASES.append(Case("no-cuda", [*TRAIN, "--device", "cuda"], r"sees no CUDA GPU.*--device cpu"))
 
 
+#: Cases also run through the real console script (one per kind of error): each takes an
+#: interpreter start-up, so the full list runs in-process with typer's CliRunner.
+REAL_COMMAND = [
+    "idx-truncated",
+    "model-not-hdf5",
+    "model-needs-missing-plugin",
+    "image-not-an-image",
+    "stdin-not-idx",
+    "model-out-unwritable",
+    "resume-other-model",
+]
+
+
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Result], bool]:
-    """Run every case once, side by side; also whether the input folder stayed as it was."""
-    root = build_inputs(tmp_path_factory.mktemp("bad-input"))
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_inputs(tmp_path_factory.mktemp("bad-input"))
+
+
+def expand(case: Case, root: Path) -> list[str]:
     unwritable = str(unwritable_folder(root))
-    before = snapshot(root)
-    runs = [
-        ([arg.replace("{unwritable}", unwritable) for arg in case.args], root, case.stdin, case.env)
-        for case in CASES
-    ]
-    results = cli_many(runs)
-    unchanged = snapshot(root) == before
-    return {case.id: result for case, result in zip(CASES, results, strict=True)}, unchanged
+    return [arg.replace("{unwritable}", unwritable) for arg in case.args]
+
+
+def check_error_line(stderr: str, case: Case) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(case.message, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_gives_one_line_and_exit_code_2(
-    outcome: tuple[dict[str, Result], bool], case: Case
+def test_bad_input_gives_one_line_exit_code_2_and_changes_nothing(
+    root: Path, case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = outcome[0][case.id]
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert re.search(case.message, lines[0]), lines[0]
+    monkeypatch.chdir(root)
+    for name in [name for name in os.environ if name.startswith("SCIDEVNN_")]:
+        monkeypatch.delenv(name)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
+    args = expand(case, root)
+    before = snapshot(root)
+    reset_registry()  # plugins are found again under this case's environment
+    try:
+        result = CliRunner().invoke(app, args, input=case.stdin)
+    finally:
+        reset_registry()
+    assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
+    check_error_line(result.stderr, case)
     assert "Traceback" not in result.stdout + result.stderr
+    assert snapshot(root) == before
 
 
-def test_no_bad_input_changed_or_left_any_file(outcome: tuple[dict[str, Result], bool]) -> None:
-    assert outcome[1]
+@pytest.fixture(scope="module")
+def real(root: Path) -> tuple[dict[str, Result], bool]:
+    """The REAL_COMMAND cases through ``python -m mnist_cli``, side by side."""
+    chosen = [case for case in CASES if case.id in REAL_COMMAND]
+    before = snapshot(root)
+    results = cli_many([(expand(case, root), root, case.stdin, case.env) for case in chosen])
+    unchanged = snapshot(root) == before
+    return {case.id: result for case, result in zip(chosen, results, strict=True)}, unchanged
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.id in REAL_COMMAND], ids=lambda case: case.id
+)
+def test_bad_input_through_the_real_command(
+    real: tuple[dict[str, Result], bool], case: Case
+) -> None:
+    result = real[0][case.id]
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    check_error_line(result.stderr, case)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert real[1], "a failing command changed a file"
 
 
 def test_debug_variable_shows_the_traceback(tmp_path: Path) -> None:
@@ -192,3 +238,21 @@ def test_debug_variable_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback (most recent call last)" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_an_unexpected_error_is_exit_code_1_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import mnist_cli.cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(mnist_cli.cli, "read_model", broken)
+    monkeypatch.delenv("SCIDEVNN_DEBUG", raising=False)
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "m.h5"), "x.png"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: internal error: ZeroDivisionError: a bug (set SCIDEVNN_DEBUG=1 to see the "
+        "traceback)"
+    )

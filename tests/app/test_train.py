@@ -10,6 +10,7 @@ import math
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ from mnist_cli.reporting import EpochStats
 from mnist_cli.training import metrics_path_for
 from scidevnn import no_grad
 
-TINY = {"limit": 96, "batch_size": 32}
+TINY: dict[str, Any] = {"limit": 96, "batch_size": 32}
 
 
 def without_timing(history: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -210,16 +211,17 @@ def test_resume_may_change_the_learning_rate(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_one_line_app_errors(tmp_path: Path) -> None:
-    for options, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"epochs": 0}, "--epochs must be at least 1"),
         ({"lr": -1.0}, "--lr must be a positive number"),
         ({"val_split": 1.0}, r"--val-split must be in \[0, 1\)"),
         ({"model": "resnet"}, "unknown model 'resnet'"),
         ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
         ({"out": tmp_path / "missing" / "m.h5"}, "folder .* does not exist"),
-    ]:
+    ]
+    for options, message in cases:
         with pytest.raises(AppError, match=message):
-            train_model(**{"limit": 32, "out": tmp_path / "m.h5", **options})  # type: ignore[arg-type]
+            train_model(**{"limit": 32, "out": tmp_path / "m.h5", **options})
     assert not list(tmp_path.iterdir())
 
 

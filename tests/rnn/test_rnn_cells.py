@@ -179,7 +179,7 @@ def test_tanh_skips_input_gradient_when_not_needed() -> None:
 
 def test_cells_repr_like_torch() -> None:
     assert repr(LSTMCell(3, 4)) == "LSTMCell(3, 4)"
-    assert repr(RNNCell(3, 4, bias=False, nonlinearity="relu")) == (
-        "RNNCell(3, 4, bias=False, nonlinearity='relu')"
+    assert repr(RNNCell(3, 4, bias=False, nonlinearity="relu")) == repr(
+        torch.nn.RNNCell(3, 4, bias=False, nonlinearity="relu")
     )
     assert repr(GRUCell(3, 4)) == repr(torch.nn.GRUCell(3, 4))

@@ -16,6 +16,8 @@ from scidevnn.module import Module
 from scidevnn.testing import assert_close, check_finite_differences, check_layer
 from scidevnn_rnn import GRU, LSTM, RNN
 
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
+
 INPUT, HIDDEN, STEPS, BATCH = 4, 5, 5, 3
 
 LAYERS: list[tuple[str, dict[str, Any]]] = [
@@ -271,6 +273,8 @@ def test_errors_name_the_layer_and_shape() -> None:
         LSTM(INPUT, HIDDEN, proj_size=HIDDEN)
     with pytest.raises(ValueError, match="dropout"):
         RNN(INPUT, HIDDEN, dropout=1.5)
+    with pytest.warns(UserWarning, match="no effect with num_layers=1"):
+        GRU(INPUT, HIDDEN, dropout=0.5)
     rnn = RNN(INPUT, HIDDEN)
     rnn(torch.randn(STEPS, BATCH, INPUT))
     with pytest.raises(BackwardError, match=r"RNN.backward: grad_output has shape"):

@@ -60,15 +60,31 @@ def run_class() -> type[_Run]:
     return _Run
 
 
-def _sum_over_workers(values: Tensor) -> Tensor:
+def _failed(err: RuntimeError) -> sdist.DistributedError:
+    return sdist.DistributedError(
+        f"worker {sdist.get_rank()} of {sdist.get_world_size()}: the training statistics' "
+        f"all-reduce failed: a peer worker died or did not answer in time ({err})"
+    )
+
+
+def _start_sum(values: Tensor) -> Any:
+    """Launch the sum of ``values`` over the workers (in place); ``_finish_sum`` waits."""
     try:
-        dist.all_reduce(values)
+        return dist.all_reduce(values, async_op=True)
     except RuntimeError as err:
-        raise sdist.DistributedError(
-            f"worker {sdist.get_rank()} of {sdist.get_world_size()}: the training statistics' "
-            f"all-reduce failed: a peer worker died or did not answer in time ({err})"
-        ) from err
+        raise _failed(err) from err
+
+
+def _finish_sum(work: Any, values: Tensor) -> Tensor:
+    try:
+        work.wait()
+    except RuntimeError as err:
+        raise _failed(err) from err
     return values
+
+
+def _sum_over_workers(values: Tensor) -> Tensor:
+    return _finish_sum(_start_sum(values), values)
 
 
 class DistributedRun(_Run):
@@ -79,7 +95,9 @@ class DistributedRun(_Run):
         self.rank, self.world_size = sdist.get_rank(), sdist.get_world_size()
         if self.rank != 0:
             self.reporter = SilentReporter()
-        self.parallel = sdist.DistributedDataParallel(self.model)
+        # Worker 0's BatchNorm running statistics are the ones saved: no need to broadcast
+        # them before every step.
+        self.parallel = sdist.DistributedDataParallel(self.model, broadcast_buffers=False)
         self.criterion = CrossEntropyLoss(reduction="none")
         self.stop = False  # Ctrl-C seen by any worker, agreed by all
 
@@ -142,22 +160,21 @@ class DistributedRun(_Run):
             flag = torch.tensor(float(interrupt.requested), dtype=torch.float64)
             totals = torch.stack(
                 [
-                    (losses.detach() * real).sum().double(),
+                    (losses * real).sum().double(),
                     ((logits.argmax(1) == y) & real).sum().double(),
                     flag.to(losses.device),
                 ]
             )
-            loss_sum, correct, stops = _sum_over_workers(totals).tolist()
+            summing = _start_sum(totals)  # travels while the backward runs
+            self.parallel.backward(self.criterion.backward(weights.to(losses.dtype)))
+            loss_sum, correct, stops = _finish_sum(summing, totals).tolist()
             count = int(index.shape[0])
-            if not math.isfinite(loss_sum):
-                self.parallel.clear_saved()
-                self.criterion.clear_saved()
+            if not math.isfinite(loss_sum):  # every worker sees the same sum: all stop here
                 raise TrainingDivergedError(
                     f"training stopped: the loss became {loss_sum / count} at epoch {epoch}, "
                     f"batch {step + 1}/{batches} (learning rate {lr:.3g}; try a smaller --lr); "
                     f"{self._kept()}"
                 )
-            self.parallel.backward(self.criterion.backward(weights.to(losses.dtype)))
             self.optimizer.step()
             partial.loss_sum += loss_sum
             partial.correct += round(correct)

@@ -55,7 +55,11 @@ def _panel(
     series: Mapping[str, tuple[Sequence[float | None], Color]],
     percent: bool,
 ) -> None:
-    """One line chart inside ``box`` (left, top, right, bottom)."""
+    """One line chart inside ``box`` (left, top, right, bottom).
+
+    The legend goes where the curves usually are not: top right for a loss (it falls), bottom
+    right for an accuracy (it rises).
+    """
     font, small = _font(15), _font(12)
     left, top, right, bottom = box
     plot_left, plot_top, plot_right, plot_bottom = left + 60, top + 30, right - 15, bottom - 40
@@ -92,7 +96,7 @@ def _panel(
         ((plot_left + plot_right) // 2, bottom - 14), "epoch", fill=INK, font=small, anchor="mm"
     )
     draw.rectangle([plot_left, plot_top, plot_right, plot_bottom], outline=INK)
-    legend_y = plot_top + 8
+    legend_y = plot_bottom - 8 - 18 * (len(series) - 1) if percent else plot_top + 8
     for name, (data, color) in series.items():
         points = [
             (x_of(e), y_of(v))

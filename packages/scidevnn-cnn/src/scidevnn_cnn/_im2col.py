@@ -122,7 +122,9 @@ def make_geometry(
     return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows)
 
 
-def pad_index(size: int, before: int, after: int, mode: PaddingMode, device: torch.device) -> Tensor:
+def pad_index(
+    size: int, before: int, after: int, mode: PaddingMode, device: torch.device
+) -> Tensor:
     """Source index of every padded position along one axis for reflect/replicate/circular."""
     index = torch.arange(-before, size + after, device=device)
     if mode == "reflect":

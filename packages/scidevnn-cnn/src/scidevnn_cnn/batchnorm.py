@@ -18,7 +18,8 @@ class BatchNorm2d(Module):
     """``y = (x - mean) / sqrt(var + eps) * weight + bias``, per channel over (N, H, W).
 
     Arguments, defaults, parameters (``weight``, ``bias``) and buffers (``running_mean``,
-    ``running_var``, ``num_batches_tracked`` int64) are ``torch.nn.BatchNorm2d``'s.
+    ``running_var``, ``num_batches_tracked`` int64) are ``torch.nn.BatchNorm2d``'s, including
+    the keyword-only ``bias`` (False: a learnt scale without shift).
     Shapes: x (N, C, H, W) -> y (N, C, H, W).
 
     Training (or no running statistics): mean and the biased variance of the batch; the running
@@ -42,6 +43,8 @@ class BatchNorm2d(Module):
         track_running_stats: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.num_features = num_features
@@ -54,7 +57,10 @@ class BatchNorm2d(Module):
         self.bias: Parameter | None
         if affine:
             self.weight = Parameter(torch.ones(num_features, **factory))
-            self.bias = Parameter(torch.zeros(num_features, **factory))
+            if bias:
+                self.bias = Parameter(torch.zeros(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -82,10 +88,13 @@ class BatchNorm2d(Module):
     def _check(self, x: Tensor) -> None:
         name = type(self).__name__
         if x.dim() != 4:
-            raise ValueError(f"{name}: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{name}: expected a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.num_features:
             raise ValueError(
-                f"{name}: expected {self.num_features} channels, got input of shape {tuple(x.shape)}"
+                f"{name}: expected {self.num_features} channels, "
+                f"got input of shape {tuple(x.shape)}"
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -132,6 +141,8 @@ class BatchNorm2d(Module):
         self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
+        centered: Tensor
+        inv_std: Tensor
         centered, inv_std, use_batch = self.saved_tensors()
         check_grad_shape(grad_output, tuple(centered.shape), type(self).__name__)
         g, view = grad_output, (1, -1, 1, 1)
@@ -140,10 +151,11 @@ class BatchNorm2d(Module):
         if self.weight is not None or (use_batch and needs_input):
             grad_sum = g.sum(_DIMS)
             dot = (g * centered).sum(_DIMS)
-        if self.weight is not None and self.bias is not None:
+        if self.weight is not None:
             assert grad_sum is not None and dot is not None
             self.weight.accumulate(dot * inv_std)
-            self.bias.accumulate(grad_sum)
+            if self.bias is not None:
+                self.bias.accumulate(grad_sum)
         if not needs_input:
             return None
         scale = inv_std if self.weight is None else inv_std * self.weight.data
@@ -159,5 +171,6 @@ class BatchNorm2d(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )

@@ -19,7 +19,8 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 class Conv2d(Module):
-    """``y[n, o] = bias[o] + sum_{c in group(o), i, j} weight[o, c, i, j] x_pad[n, c, s*y + d*i, s*x + d*j]``.
+    """2-D cross-correlation: at output channel o and position (y, x), ``bias[o] +
+    sum_{c in group(o), i, j} weight[o, c, i, j] * x_pad[c, sh*y + dh*i, sw*x + dw*j]``.
 
     Arguments, defaults, attributes and ``state_dict`` keys are ``torch.nn.Conv2d``'s:
     ``kernel_size``, ``stride``, ``dilation`` an int or a pair; ``padding`` an int, a pair,
@@ -61,9 +62,13 @@ class Conv2d(Module):
         if groups <= 0:
             raise ValueError(f"{name}: groups must be a positive integer, got {groups}")
         if in_channels % groups != 0:
-            raise ValueError(f"{name}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+            raise ValueError(
+                f"{name}: in_channels ({in_channels}) must be divisible by groups ({groups})"
+            )
         if out_channels % groups != 0:
-            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+            raise ValueError(
+                f"{name}: out_channels ({out_channels}) must be divisible by groups ({groups})"
+            )
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"{name}: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}"
@@ -81,10 +86,13 @@ class Conv2d(Module):
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
-                    f"{name}: invalid padding string {padding!r}, should be one of ('valid', 'same')"
+                    f"{name}: invalid padding string {padding!r}, "
+                    "should be one of ('valid', 'same')"
                 )
             if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{name}: padding='same' is not supported for strided convolutions")
+                raise ValueError(
+                    f"{name}: padding='same' is not supported for strided convolutions"
+                )
             self.padding = padding
         else:
             self.padding = pair(padding, "padding", name)
@@ -116,16 +124,16 @@ class Conv2d(Module):
 
     def _explicit_pads(self) -> tuple[int, int, int, int]:
         """(top, bottom, left, right); 'same' puts an odd total's extra row/column last."""
+        if not isinstance(self.padding, str):
+            ph, pw = self.padding
+            return ph, ph, pw, pw
         if self.padding == "valid":
             return 0, 0, 0, 0
-        if self.padding == "same":
-            pads: list[int] = []
-            for d, k in zip(self.dilation, self.kernel_size, strict=True):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return pads[0], pads[1], pads[2], pads[3]
-        ph, pw = self.padding  # type: ignore[misc]
-        return ph, ph, pw, pw
+        pads: list[int] = []
+        for d, k in zip(self.dilation, self.kernel_size, strict=True):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return pads[0], pads[1], pads[2], pads[3]
 
     def _plan(self, x: Tensor) -> ConvGeometry:
         n, c, h, w = x.shape
@@ -229,9 +237,7 @@ class Conv2d(Module):
             f"stride={self.stride}"
         )
         if self.padding != (0, 0):
-            text += f", padding={self.padding!r}" if isinstance(self.padding, str) else (
-                f", padding={self.padding}"
-            )
+            text += f", padding={self.padding}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
         if self.groups != 1:

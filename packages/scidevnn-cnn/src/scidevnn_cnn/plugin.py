@@ -17,3 +17,12 @@ def register_layers(register: RegisterFn) -> None:
     for cls in (Conv2d, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, Dropout, Dropout2d):
         register(cls)
     register(SyncBatchNorm)  # data-parallel BatchNorm2d (scidevnn.distributed)
+
+
+@hookimpl
+def register_course_modules(register: RegisterFn) -> None:
+    """The course interface's SDmodules.Conv2D, BatchNorm2D, ReLU, MaxPooling."""
+    from scidevnn_cnn import course
+
+    for cls in (course.Conv2D, course.BatchNorm2D, course.ReLU, course.MaxPooling):
+        register(cls)

@@ -4,6 +4,7 @@ kernel offset (elementwise operations on whole tensors; no loop over pixels or i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
@@ -319,11 +320,11 @@ class AvgPool2d(Module):
             total += view
         divisor = self._divisor(geo, x4)
         out = total / divisor
-        self.save_for_backward(geo, divisor, x4.dtype, unbatched)
+        self.save_for_backward(geo, divisor, unbatched)
         return out.squeeze(0) if unbatched else out
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        geo, divisor, dtype, unbatched = self.saved_tensors()
+        geo, divisor, unbatched = self.saved_tensors()
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         check_grad_shape(grad, (geo.n, geo.c, geo.ho, geo.wo), type(self).__name__)
         if not self.needs_input_grad:

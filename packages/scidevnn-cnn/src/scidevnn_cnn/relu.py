@@ -27,7 +27,7 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        (y,) = self.saved_tensors()
+        y: Tensor = self.saved_tensors()[0]
         check_grad_shape(grad_output, tuple(y.shape), type(self).__name__)
         if not self.needs_input_grad:
             return None

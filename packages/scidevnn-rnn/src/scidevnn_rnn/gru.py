@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from scidevnn_rnn._common import accumulate_bias
-from scidevnn_rnn.gru_cell import gru_backward_coefficients, gru_gates_forward, gru_step_backward
+from scidevnn_rnn.gru_cell import gru_gate_views_per_step, gru_gates_forward, gru_step_backward
 from scidevnn_rnn.rnn_base import (
     DirectionParams,
     RNNBase,
@@ -31,6 +31,7 @@ class GRUTape:
     params: DirectionParams
     slots: Slots
     mask: Tensor | None
+    zero_start: bool
 
 
 class GRU(RNNBase):
@@ -92,29 +93,32 @@ class GRU(RNNBase):
         else:
             hs[start].copy_(h0)
         out = slots.outputs(hs) if mask is None else x.new_empty(steps, batch, hidden)
+        gates, gh_gates = gru_gate_views_per_step(acts), gru_gate_views_per_step(gh)
+        h_steps = hs.unbind(0)
         w_hh_t = params.w_hh.data.t()
         first = True
         for t in slots.order():
             cur, prev = slots.cur(t), slots.prev(t)
             fresh = zero_start and first
+            gh_t = gh_gates[t].all
             if fresh and b_hh is not None:
-                gh[t].copy_(b_hh.expand_as(gh[t]))
+                gh_t.copy_(b_hh.expand_as(gh_t))
             elif fresh:
-                gh[t].zero_()
+                gh_t.zero_()
             elif b_hh is not None:
-                torch.addmm(b_hh, hs[prev], w_hh_t, out=gh[t])
+                torch.addmm(b_hh, h_steps[prev], w_hh_t, out=gh_t)
             else:
-                torch.mm(hs[prev], w_hh_t, out=gh[t])
-            h_prev = None if fresh else hs[prev]
+                torch.mm(h_steps[prev], w_hh_t, out=gh_t)
+            h_prev = None if fresh else h_steps[prev]
             if mask is None:
-                gru_gates_forward(acts[t], gh[t], h_prev, acts[t], hs[cur])
+                gru_gates_forward(gates[t], gh_gates[t], h_prev, gates[t], h_steps[cur])
             else:
-                h_new = torch.empty_like(hs[cur])
-                gru_gates_forward(acts[t], gh[t], h_prev, acts[t], h_new)
-                torch.where(mask[t], h_new, hs[prev], out=hs[cur])
+                h_new = torch.empty_like(h_steps[cur])
+                gru_gates_forward(gates[t], gh_gates[t], h_prev, gates[t], h_new)
+                torch.where(mask[t], h_new, h_steps[prev], out=h_steps[cur])
                 torch.mul(h_new, mask[t], out=out[t])
             first = False
-        tape = GRUTape(x, acts, gh, hs, params, slots, mask)
+        tape = GRUTape(x, acts, gh, hs, params, slots, mask, zero_start)
         return out, hs[slots.final()], None, tape
 
     def backprop_direction(
@@ -128,31 +132,33 @@ class GRU(RNNBase):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         assert isinstance(tape, GRUTape)
         slots, params, mask = tape.slots, tape.params, tape.mask
-        hidden = self.hidden_size
         acts = tape.acts
-        previous = slots.previous(tape.hs)
-        q, p, r_factor = gru_backward_coefficients(acts, tape.gh[..., 2 * hidden :], previous)
+        steps = acts.shape[0]
         grad_gi = torch.empty_like(acts)
         grad_gh = torch.empty_like(acts)
+        gates = gru_gate_views_per_step(acts)
+        gh_n = gru_gate_views_per_step(tape.gh)
+        gi_steps, gh_steps = gru_gate_views_per_step(grad_gi), gru_gate_views_per_step(grad_gh)
+        h_steps = tape.hs.unbind(0)
+        grad_out_steps = None if grad_out is None else grad_out.unbind(0)
         w_hh = params.w_hh.data
-        steps = acts.shape[0]
-        dh = grad_h
+        dh = grad_h if grad_h is not None else acts.new_zeros(acts.shape[1], self.hidden_size)
         for k, t in enumerate(reversed(slots.order())):
-            if grad_out is None:
-                dh_t = dh if dh is not None else torch.zeros_like(q[t])
-            else:
-                dh_t = grad_out[t] if dh is None else dh + grad_out[t]
+            first_step = k == steps - 1  # the first step of the forward pass
+            dh_t = dh if grad_out_steps is None else dh + grad_out_steps[t]
             dh_active = dh_t if mask is None else dh_t * mask[t]
+            h_prev = None if (tape.zero_start and first_step) else h_steps[slots.prev(t)]
             direct = gru_step_backward(
-                dh_active, acts[t], q[t], p[t], r_factor[t], grad_gi[t], grad_gh[t]
+                dh_active, gates[t], gh_n[t].n, h_prev, gi_steps[t], gh_steps[t]
             )
-            if k == steps - 1 and not need_dh0:
-                dh = None
+            if first_step and not need_dh0:
                 break
-            dh_prev = torch.addmm(direct, grad_gh[t], w_hh)
+            dh_prev = torch.addmm(direct, gh_steps[t].all, w_hh)
             dh = dh_prev if mask is None else torch.where(mask[t], dh_prev, dh_t)
         dx = input_weight_grads(params, grad_gi, tape.x, need_dx)
-        hidden_weight_grads(params, grad_gh, previous, params.b_hh)
+        hidden_weight_grads(params, grad_gh, slots.previous(tape.hs), params.b_hh)
         if params.b_ih is not None:
             accumulate_bias((params.b_ih,), grad_gi.reshape(-1, grad_gi.shape[2]).sum(0))
+        if not need_dh0:
+            return dx, None, None
         return dx, dh, None

@@ -14,6 +14,8 @@ Backward, from ``dh'``::
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -21,59 +23,74 @@ from scidevnn_rnn._common import check_grad_shape
 from scidevnn_rnn.cell_base import RNNCellBase
 
 
+class GRUGates(NamedTuple):
+    """Views of one step's (N, 3H) gate tensor: the whole, ``r`` and ``z`` together, and each."""
+
+    all: Tensor
+    rz: Tensor
+    r: Tensor
+    z: Tensor
+    n: Tensor
+
+
+def gru_gate_views(buffer: Tensor) -> GRUGates:
+    """GRUGates of a (..., 3H) tensor."""
+    r, z, n = buffer.chunk(3, dim=-1)
+    return GRUGates(buffer, buffer[..., : 2 * r.shape[-1]], r, z, n)
+
+
+def gru_gate_views_per_step(buffer: Tensor) -> list[GRUGates]:
+    """GRUGates of each step of a (T, N, 3H) tensor (built once: the loops slice nothing)."""
+    hidden = buffer.shape[-1] // 3
+    parts = (
+        buffer.unbind(0),
+        buffer[..., : 2 * hidden].unbind(0),
+        *(part.unbind(0) for part in buffer.chunk(3, dim=-1)),
+    )
+    return [GRUGates(*step) for step in zip(*parts, strict=True)]
+
+
 def gru_gates_forward(
-    gi: Tensor, gh: Tensor, h_prev: Tensor | None, acts_out: Tensor, h_out: Tensor
+    gi: GRUGates, gh: GRUGates, h_prev: Tensor | None, acts: GRUGates, h_out: Tensor
 ) -> None:
-    """Write the activations ``(r, z, n)`` (..., 3H) into ``acts_out`` and h' into ``h_out``.
+    """Write the activations ``(r, z, n)`` into ``acts`` and h' into ``h_out``.
 
-    ``gi``, ``gh``: input and hidden projections with their biases; ``h_prev=None`` means zero.
+    ``gi``, ``gh``: input and hidden projections with their biases (``acts`` may be ``gi``
+    itself: each element is read before it is written); ``h_prev=None`` means zero.
     """
-    hidden = h_out.shape[-1]
-    rz = acts_out[..., : 2 * hidden]
-    torch.add(gi[..., : 2 * hidden], gh[..., : 2 * hidden], out=rz)
-    rz.sigmoid_()
-    r, z, n = acts_out.chunk(3, dim=-1)
-    torch.addcmul(gi[..., 2 * hidden :], r, gh[..., 2 * hidden :], out=n)
-    n.tanh_()
+    torch.add(gi.rz, gh.rz, out=acts.rz)
+    acts.rz.sigmoid_()
+    torch.addcmul(gi.n, acts.r, gh.n, out=acts.n)
+    acts.n.tanh_()
     if h_prev is None:
-        torch.addcmul(n, z, n, value=-1, out=h_out)
+        torch.addcmul(acts.n, acts.z, acts.n, value=-1, out=h_out)
     else:
-        torch.lerp(n, h_prev, z, out=h_out)
-
-
-def gru_backward_coefficients(
-    acts: Tensor, gh_n: Tensor, h_prev: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Factors that do not depend on the incoming gradient, for any number of steps.
-
-    Returns ``Q = (1 - z)(1 - n^2)``, ``P = (h - n) z (1 - z)``, ``R = gh_n r (1 - r)``, so that
-    ``dn = dh' Q``, ``dz = dh' P`` and ``dr = dn R``.
-    """
-    r, z, n = acts.chunk(3, dim=-1)
-    q = (1 - z) * (1 - n * n)
-    p = z * (1 - z)
-    p = p.mul_(n).neg_() if h_prev is None else p.mul_(h_prev - n)
-    return q, p, gh_n * r * (1 - r)
+        torch.lerp(acts.n, h_prev, acts.z, out=h_out)
 
 
 def gru_step_backward(
     dh: Tensor,
-    acts: Tensor,
-    q: Tensor,
-    p: Tensor,
-    r_factor: Tensor,
-    grad_gi_out: Tensor,
-    grad_gh_out: Tensor,
+    acts: GRUGates,
+    gh_n: Tensor,
+    h_prev: Tensor | None,
+    grad_gi: GRUGates,
+    grad_gh: GRUGates,
 ) -> Tensor:
-    """Write d loss / d gi and d loss / d gh (..., 3H); return the direct part ``dh' z``."""
-    hidden = dh.shape[-1]
-    r, z, _ = acts.chunk(3, dim=-1)
-    gi_r, gi_z, gi_n = grad_gi_out.chunk(3, dim=-1)
-    torch.mul(dh, q, out=gi_n)
-    torch.mul(dh, p, out=gi_z)
-    torch.mul(gi_n, r_factor, out=gi_r)
-    grad_gh_out[..., : 2 * hidden].copy_(grad_gi_out[..., : 2 * hidden])
-    torch.mul(gi_n, r, out=grad_gh_out[..., 2 * hidden :])
+    """Write d loss / d gi and d loss / d gh; return the direct part ``dh' z`` of dh.
+
+    Every derivative is formed here from the step's own (cache-resident) activations.
+    """
+    r, z, n = acts.r, acts.z, acts.n
+    dn = torch.addcmul(dh, dh, z, value=-1)  # dh' (1 - z)
+    torch.addcmul(dn, dn * n, n, value=-1, out=grad_gi.n)  # * (1 - n^2)
+    dz = n.neg() if h_prev is None else h_prev - n
+    dz.mul_(dh).mul_(z)
+    torch.addcmul(dz, dz, z, value=-1, out=grad_gi.z)  # dh' (h - n) z (1 - z)
+    dr = grad_gi.n * gh_n
+    dr.mul_(r)
+    torch.addcmul(dr, dr, r, value=-1, out=grad_gi.r)  # dn gh_n r (1 - r)
+    grad_gh.rz.copy_(grad_gi.rz)
+    torch.mul(grad_gi.n, r, out=grad_gh.n)
     return dh * z
 
 
@@ -119,7 +136,7 @@ class GRUCell(RNNCellBase):
             gh = torch.zeros_like(gi)
         acts = torch.empty_like(gi)
         h_new = gi.new_empty(x.shape[0], self.hidden_size)
-        gru_gates_forward(gi, gh, hx, acts, h_new)
+        gru_gates_forward(gru_gate_views(gi), gru_gate_views(gh), hx, gru_gate_views(acts), h_new)
         self.save_for_backward(x, hx, acts, gh[:, 2 * self.hidden_size :], batched)
         return h_new if batched else h_new.squeeze(0)
 
@@ -131,10 +148,16 @@ class GRUCell(RNNCellBase):
             grad_output = torch.zeros_like(gh_n)
         elif not batched:
             grad_output = grad_output.unsqueeze(0)
-        q, p, r_factor = gru_backward_coefficients(acts, gh_n, h)
         grad_gi = torch.empty_like(acts)
         grad_gh = torch.empty_like(acts)
-        direct = gru_step_backward(grad_output, acts, q, p, r_factor, grad_gi, grad_gh)
+        direct = gru_step_backward(
+            grad_output,
+            gru_gate_views(acts),
+            gh_n,
+            h,
+            gru_gate_views(grad_gi),
+            gru_gate_views(grad_gh),
+        )
         self.accumulate_weight_grads(grad_gi, grad_gh, x, h)
         grad_x = grad_gi @ self.weight_ih.data if self.needs_input_grad else None
         grad_h = torch.addmm(direct, grad_gh, self.weight_hh.data) if h is not None else None

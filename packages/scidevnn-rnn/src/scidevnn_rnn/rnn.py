@@ -17,7 +17,7 @@ from scidevnn_rnn.rnn_base import (
     input_weight_grads,
     project_input,
 )
-from scidevnn_rnn.rnn_cell import NONLINEARITIES, activate_, activation_derivative
+from scidevnn_rnn.rnn_cell import NONLINEARITIES, activate_, activation_backward
 
 
 @dataclass
@@ -94,18 +94,19 @@ class RNN(RNNBase):
         else:
             hs[start].copy_(h0)
         out = slots.outputs(hs) if mask is None else x.new_empty(steps, batch, self.hidden_size)
+        pre_steps, h_steps = pre.unbind(0), hs.unbind(0)
         w_hh_t = params.w_hh.data.t()
         first = True
         for t in slots.order():
             cur, prev = slots.cur(t), slots.prev(t)
-            target = hs[cur] if mask is None else torch.empty_like(hs[cur])
+            target = h_steps[cur] if mask is None else torch.empty_like(h_steps[cur])
             if zero_start and first:
-                target.copy_(pre[t])
+                target.copy_(pre_steps[t])
             else:
-                torch.addmm(pre[t], hs[prev], w_hh_t, out=target)
+                torch.addmm(pre_steps[t], h_steps[prev], w_hh_t, out=target)
             activate_(target, self.nonlinearity)
             if mask is not None:
-                torch.where(mask[t], target, hs[prev], out=hs[cur])
+                torch.where(mask[t], target, h_steps[prev], out=h_steps[cur])
                 torch.mul(target, mask[t], out=out[t])
             first = False
         tape = RNNTape(x, hs, params, slots, mask, zero_start)
@@ -122,27 +123,26 @@ class RNN(RNNBase):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         assert isinstance(tape, RNNTape)
         slots, params, mask = tape.slots, tape.params, tape.mask
-        deriv = activation_derivative(slots.outputs(tape.hs), self.nonlinearity)
-        if mask is not None:
-            deriv.mul_(mask)  # padded steps pass no gradient into the gates
-        grad_pre = torch.empty_like(deriv)
+        outputs = slots.outputs(tape.hs)
+        grad_pre = torch.empty_like(outputs)
+        out_steps, grad_steps = outputs.unbind(0), grad_pre.unbind(0)
+        grad_out_steps = None if grad_out is None else grad_out.unbind(0)
         w_hh = params.w_hh.data
-        steps = deriv.shape[0]
-        dh = grad_h
+        steps = outputs.shape[0]
+        dh = grad_h if grad_h is not None else torch.zeros_like(out_steps[0])
         for k, t in enumerate(reversed(slots.order())):
-            if grad_out is None:
-                dh_t = dh if dh is not None else torch.zeros_like(deriv[t])
-            else:
-                dh_t = grad_out[t] if dh is None else dh + grad_out[t]
-            torch.mul(dh_t, deriv[t], out=grad_pre[t])
+            dh_t = dh if grad_out_steps is None else dh + grad_out_steps[t]
+            dh_active = dh_t if mask is None else dh_t * mask[t]
+            activation_backward(dh_active, out_steps[t], self.nonlinearity, grad_steps[t])
             if k == steps - 1 and not need_dh0:
-                dh = None
                 break
-            dh_prev = grad_pre[t] @ w_hh
+            dh_prev = grad_steps[t] @ w_hh
             dh = dh_prev if mask is None else torch.where(mask[t], dh_prev, dh_t)
         dx = input_weight_grads(params, grad_pre, tape.x, need_dx)
         hidden_weight_grads(params, grad_pre, slots.previous(tape.hs), None)
         if params.b_ih is not None:
             flat = grad_pre.reshape(-1, grad_pre.shape[2])
             accumulate_bias((params.b_ih, params.b_hh), flat.sum(0))
+        if not need_dh0:
+            return dx, None, None
         return dx, dh, None

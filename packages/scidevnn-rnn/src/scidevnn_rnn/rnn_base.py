@@ -16,6 +16,7 @@ sequence instead of one per step.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +169,12 @@ class RNNBase(Module):
             )
         if proj_size < 0 or (proj_size and proj_size >= hidden_size):
             raise ValueError(f"{name}: proj_size must be 0 or in [1, hidden_size), got {proj_size}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"{name}: dropout acts between recurrent layers, so dropout={dropout} has no "
+                "effect with num_layers=1",
+                stacklevel=2,
+            )
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size

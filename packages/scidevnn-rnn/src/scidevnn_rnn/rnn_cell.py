@@ -16,11 +16,12 @@ def activate_(pre: Tensor, nonlinearity: str) -> Tensor:
     return pre.tanh_() if nonlinearity == "tanh" else pre.relu_()
 
 
-def activation_derivative(h: Tensor, nonlinearity: str) -> Tensor:
-    """d act / d pre from the output: ``1 - h^2`` for tanh, ``[h > 0]`` for relu."""
+def activation_backward(grad: Tensor, h: Tensor, nonlinearity: str, out: Tensor) -> Tensor:
+    """d loss / d pre-activation into ``out``, from the output ``h``: ``g (1 - h^2)`` for tanh,
+    ``g [h > 0]`` for relu."""
     if nonlinearity == "tanh":
-        return 1 - h * h
-    return (h > 0).to(h.dtype)
+        return torch.addcmul(grad, grad * h, h, value=-1, out=out)
+    return torch.mul(grad, h > 0, out=out)
 
 
 class RNNCell(RNNCellBase):
@@ -75,7 +76,9 @@ class RNNCell(RNNCellBase):
             grad_output = torch.zeros_like(h_new)
         elif not batched:
             grad_output = grad_output.unsqueeze(0)
-        grad_pre = grad_output * activation_derivative(h_new, self.nonlinearity)
+        grad_pre = activation_backward(
+            grad_output, h_new, self.nonlinearity, torch.empty_like(h_new)
+        )
         self.accumulate_weight_grads(grad_pre, grad_pre, x, h)
         grad_x = grad_pre @ self.weight_ih.data if self.needs_input_grad else None
         grad_h = grad_pre @ self.weight_hh.data if h is not None else None
@@ -87,5 +90,5 @@ class RNNCell(RNNCellBase):
     def extra_repr(self) -> str:
         text = super().extra_repr()
         if self.nonlinearity != "tanh":
-            text += f", nonlinearity='{self.nonlinearity}'"
+            text += f", nonlinearity={self.nonlinearity}"
         return text

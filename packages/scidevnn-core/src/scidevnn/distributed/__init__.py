@@ -30,8 +30,8 @@ from scidevnn.distributed.group import (
     is_main_process,
     shutdown,
 )
-from scidevnn.distributed.sampler import DistributedSampler
 from scidevnn.distributed.launcher import spawn
+from scidevnn.distributed.sampler import DistributedSampler
 from scidevnn.errors import DistributedError
 
 __all__ = [

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import signal
 import sys
 import time
@@ -50,10 +51,13 @@ _Report = tuple[str, Any]  # ("result", value) or ("error", exception)
 
 
 def _send(conn: Connection, kind: str, value: Any) -> bool:
+    """Send a report by value: plain pickle, not torch's shared-memory tensors, whose file
+    descriptors could no longer be fetched once this worker has exited."""
     try:
-        conn.send((kind, value))
+        data = pickle.dumps((kind, value))
     except Exception:  # the value does not pickle
         return False
+    conn.send_bytes(data)
     return True
 
 
@@ -128,10 +132,12 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _receive(receiver: Connection) -> _Report | None:
+    """A worker's report; None when it closed the pipe without one (it died)."""
     try:
-        report: _Report = receiver.recv()
+        data = receiver.recv_bytes()
     except (EOFError, OSError):
         return None
+    report: _Report = pickle.loads(data)
     return report
 
 
