@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _timing import interleaved, report
 
 import scidevnn
-from _timing import interleaved, report
 from scidevnn.plugins import get_layer
 
 
@@ -29,7 +29,8 @@ def main() -> None:
     relu = get_layer("ReLU")  # from scidevnn-cnn
     ours = scidevnn.Sequential(scidevnn.Linear(784, 256), relu(), scidevnn.Linear(256, 10))
     ours.needs_input_grad = False
-    theirs = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    nn = torch.nn
+    theirs = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     theirs.load_state_dict(ours.state_dict())
     our_loss, their_loss = scidevnn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     our_opt = scidevnn.Adam(ours.parameters(), lr=1e-3)

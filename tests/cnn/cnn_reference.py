@@ -48,7 +48,9 @@ def tolerance(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-5
 
 
-def assert_close(actual: Tensor | None, expected: Tensor | None, what: str, dtype: torch.dtype) -> None:
+def assert_close(
+    actual: Tensor | None, expected: Tensor | None, what: str, dtype: torch.dtype
+) -> None:
     assert actual is not None and expected is not None, what
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     tol = tolerance(dtype)

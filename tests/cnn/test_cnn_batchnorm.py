@@ -76,7 +76,11 @@ def test_batch_shapes_and_large_offsets(dtype: torch.dtype, shape: tuple[int, ..
 
 def test_channels_last_and_non_contiguous_inputs() -> None:
     base = torch.randn(3, 4, 6, 8, dtype=torch.float64)
-    for x in (base.to(memory_format=torch.channels_last), base[:, :, ::2, 1:], base.transpose(2, 3)):
+    for x in (
+        base.to(memory_format=torch.channels_last),
+        base[:, :, ::2, 1:],
+        base.transpose(2, 3),
+    ):
         ours, theirs = make_pair("BatchNorm2d", 4, dtype=torch.float64)
         randomise_affine(ours, theirs)
         check_layer(ours, theirs, x)
@@ -93,7 +97,10 @@ def test_first_layer_skips_the_input_gradient() -> None:
 
 def test_two_forwards_before_backward() -> None:
     ours, theirs = make_pair("BatchNorm2d", 2, dtype=torch.float64)
-    x1, x2 = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(2, 2, 3, 5, dtype=torch.float64)
+    x1, x2 = (
+        torch.randn(3, 2, 4, 4, dtype=torch.float64),
+        torch.randn(2, 2, 3, 5, dtype=torch.float64),
+    )
     g1, g2 = torch.randn_like(x1), torch.randn_like(x2)
     ours(x1)
     ours(x2)

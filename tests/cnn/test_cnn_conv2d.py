@@ -16,35 +16,44 @@ from scidevnn.errors import BackwardError
 from scidevnn.testing import check_finite_differences, check_layer
 from scidevnn_cnn import Conv2d
 
-# (constructor arguments, input shape); sparse, but every argument value appears somewhere
+
+def case(
+    in_channels: int, out_channels: int, kernel_size: Any, shape: tuple[int, ...], **kwargs: Any
+) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """(Conv2d arguments, input shape)."""
+    args = {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size}
+    return {**args, **kwargs}, shape
+
+
+# sparse, but every argument value appears somewhere
 CASES: list[tuple[dict[str, Any], tuple[int, ...]]] = [
-    ({"in_channels": 1, "out_channels": 6, "kernel_size": 5, "padding": 2}, (3, 1, 12, 12)),
-    ({"in_channels": 6, "out_channels": 16, "kernel_size": 5}, (2, 6, 9, 9)),
-    ({"in_channels": 3, "out_channels": 4, "kernel_size": 1}, (2, 3, 5, 7)),
-    ({"in_channels": 3, "out_channels": 2, "kernel_size": 2, "stride": 2}, (1, 3, 7, 9)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2}, (2, 2, 8, 8)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 3, "padding": 1}, (2, 2, 10, 11)),
-    ({"in_channels": 2, "out_channels": 2, "kernel_size": 4, "stride": (2, 1), "padding": (1, 2)}, (1, 2, 9, 6)),
-    ({"in_channels": 3, "out_channels": 2, "kernel_size": (3, 5), "stride": (1, 3)}, (2, 3, 7, 13)),
-    ({"in_channels": 1, "out_channels": 2, "kernel_size": 6, "padding": 3}, (2, 1, 7, 7)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 7, "padding": 1}, (1, 2, 9, 8)),
-    ({"in_channels": 2, "out_channels": 4, "kernel_size": 3, "dilation": 2}, (2, 2, 9, 9)),
-    ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "dilation": (2, 1), "stride": 2, "padding": 2}, (2, 2, 11, 8)),
-    ({"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2, "padding": 1}, (2, 4, 6, 6)),
-    ({"in_channels": 3, "out_channels": 3, "kernel_size": 3, "groups": 3, "stride": 2}, (2, 3, 7, 7)),
-    ({"in_channels": 6, "out_channels": 3, "kernel_size": (2, 3), "groups": 3, "dilation": 2}, (1, 6, 8, 9)),
-    ({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": "same"}, (2, 3, 6, 5)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 4, "padding": "same", "dilation": (1, 2)}, (2, 2, 7, 9)),
-    ({"in_channels": 3, "out_channels": 2, "kernel_size": (2, 5), "padding": "same"}, (1, 3, 5, 8)),
-    ({"in_channels": 3, "out_channels": 2, "kernel_size": 3, "padding": "valid"}, (2, 3, 5, 6)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "bias": False, "padding": 1}, (2, 2, 5, 5)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 2, "padding_mode": "reflect"}, (2, 2, 6, 7)),
-    ({"in_channels": 2, "out_channels": 3, "kernel_size": (3, 4), "padding": (1, 3), "padding_mode": "replicate", "stride": 2}, (2, 2, 5, 6)),
-    ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding": (3, 1), "padding_mode": "circular"}, (1, 2, 4, 6)),
-    ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding": "same", "padding_mode": "reflect", "groups": 2}, (2, 2, 6, 6)),
-    ({"in_channels": 3, "out_channels": 2, "kernel_size": 5, "padding": 1}, (3, 5, 5)),  # unbatched
-    ({"in_channels": 1, "out_channels": 1, "kernel_size": 3, "stride": 2}, (1, 4, 4)),  # unbatched
-]  # fmt: skip
+    case(1, 6, 5, (3, 1, 12, 12), padding=2),
+    case(6, 16, 5, (2, 6, 9, 9)),
+    case(3, 4, 1, (2, 3, 5, 7)),
+    case(3, 2, 2, (1, 3, 7, 9), stride=2),
+    case(2, 3, 3, (2, 2, 8, 8), stride=2),
+    case(2, 3, 3, (2, 2, 10, 11), stride=3, padding=1),
+    case(2, 2, 4, (1, 2, 9, 6), stride=(2, 1), padding=(1, 2)),
+    case(3, 2, (3, 5), (2, 3, 7, 13), stride=(1, 3)),
+    case(1, 2, 6, (2, 1, 7, 7), padding=3),
+    case(2, 3, 7, (1, 2, 9, 8), padding=1),
+    case(2, 4, 3, (2, 2, 9, 9), dilation=2),
+    case(2, 2, 3, (2, 2, 11, 8), dilation=(2, 1), stride=2, padding=2),
+    case(4, 6, 3, (2, 4, 6, 6), groups=2, padding=1),
+    case(3, 3, 3, (2, 3, 7, 7), groups=3, stride=2),
+    case(6, 3, (2, 3), (1, 6, 8, 9), groups=3, dilation=2),
+    case(3, 4, 3, (2, 3, 6, 5), padding="same"),
+    case(2, 3, 4, (2, 2, 7, 9), padding="same", dilation=(1, 2)),
+    case(3, 2, (2, 5), (1, 3, 5, 8), padding="same"),
+    case(3, 2, 3, (2, 3, 5, 6), padding="valid"),
+    case(2, 3, 3, (2, 2, 5, 5), bias=False, padding=1),
+    case(2, 3, 3, (2, 2, 6, 7), padding=2, padding_mode="reflect"),
+    case(2, 3, (3, 4), (2, 2, 5, 6), padding=(1, 3), padding_mode="replicate", stride=2),
+    case(2, 2, 3, (1, 2, 4, 6), padding=(3, 1), padding_mode="circular"),
+    case(2, 2, 3, (2, 2, 6, 6), padding="same", padding_mode="reflect", groups=2),
+    case(3, 2, 5, (3, 5, 5), padding=1),  # unbatched
+    case(1, 1, 3, (1, 4, 4), stride=2),  # unbatched
+]
 
 
 # torch's own note on 'same' with an even kernel; not about what these tests check
@@ -131,7 +140,10 @@ def test_several_forwards_before_backward_accumulate() -> None:
     ours, theirs = make_pair("Conv2d", 2, 3, 3, padding=1, dtype=torch.float64)
     x1, x2 = (torch.randn(2, 2, 6, 6, dtype=torch.float64) for _ in range(2))
     x3 = torch.randn(1, 2, 5, 7, dtype=torch.float64)  # another shape in between
-    g1, g2 = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    g1, g2 = (
+        torch.randn(2, 3, 6, 6, dtype=torch.float64),
+        torch.randn(2, 3, 6, 6, dtype=torch.float64),
+    )
     g3 = torch.randn(1, 3, 5, 7, dtype=torch.float64)
     ours(x1), ours(x3), ours(x2)
     d2, d3, d1 = ours.backward(g2), ours.backward(g3), ours.backward(g1)
@@ -214,26 +226,28 @@ def test_repr_and_config(args: dict[str, Any]) -> None:
           "padding_mode": "reflect"}, (1, 1, 3, 3), "reflect padding"),
     ],
 )  # fmt: skip
-def test_bad_input_is_one_clear_line(args: dict[str, Any], shape: tuple[int, ...], message: str) -> None:
+def test_bad_input_is_one_clear_line(
+    args: dict[str, Any], shape: tuple[int, ...], message: str
+) -> None:
     with pytest.raises(ValueError, match=message) as info:
         Conv2d(**args)(torch.randn(shape))
     assert "\n" not in str(info.value) and "Conv2d" in str(info.value)
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "kwargs", "message"),
     [
-        ({"in_channels": 3, "out_channels": 2, "kernel_size": 3, "groups": 2}, "divisible"),
-        ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "groups": 2}, "divisible"),
-        ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding": "full"}, "padding string"),
-        ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding": "same", "stride": 2}, "strided"),
-        ({"in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding_mode": "mirror"}, "padding_mode"),
-        ({"in_channels": 2, "out_channels": 2, "kernel_size": 0}, "positive"),
+        ((3, 2, 3), {"groups": 2}, "divisible"),
+        ((2, 3, 3), {"groups": 2}, "divisible"),
+        ((2, 2, 3), {"padding": "full"}, "padding string"),
+        ((2, 2, 3), {"padding": "same", "stride": 2}, "strided"),
+        ((2, 2, 3), {"padding_mode": "mirror"}, "padding_mode"),
+        ((2, 2, 0), {}, "positive"),
     ],
-)  # fmt: skip
-def test_bad_arguments(args: dict[str, Any], message: str) -> None:
+)
+def test_bad_arguments(args: tuple[int, int, int], kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Conv2d(**args)
+        Conv2d(*args, **kwargs)
 
 
 def test_wrong_gradient_shape_and_dtype() -> None:

@@ -97,7 +97,11 @@ def test_return_indices_backward_takes_the_value_gradient() -> None:
 
 def test_channels_last_and_non_contiguous_inputs() -> None:
     base = torch.randn(2, 3, 10, 12, dtype=torch.float64)
-    for x in (base.to(memory_format=torch.channels_last), base[:, :, 1:, ::2], base.transpose(2, 3)):
+    for x in (
+        base.to(memory_format=torch.channels_last),
+        base[:, :, 1:, ::2],
+        base.transpose(2, 3),
+    ):
         ours, theirs = make_pair("MaxPool2d", 3, stride=2, padding=1)
         check_layer(ours, theirs, x)
         ours, theirs = make_pair("AvgPool2d", 2)
@@ -123,7 +127,9 @@ AVG_CASES: list[tuple[dict[str, Any], tuple[int, ...]]] = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("args", "shape"), AVG_CASES)
-def test_avg_pool_matches_torch(args: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def test_avg_pool_matches_torch(
+    args: dict[str, Any], shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
     ours, theirs = make_pair("AvgPool2d", **args)
     check_layer(ours, theirs, torch.randn(shape, dtype=dtype))
 
@@ -160,7 +166,9 @@ def test_random_pooling(
     if average:
         ours, theirs = make_pair("AvgPool2d", kernel, stride, padding, ceil_mode)
     else:
-        ours, theirs = make_pair("MaxPool2d", kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+        ours, theirs = make_pair(
+            "MaxPool2d", kernel, stride, padding, dilation, ceil_mode=ceil_mode
+        )
     check_layer(ours, theirs, x)
 
 
@@ -168,7 +176,7 @@ def test_random_pooling(
 def test_bad_arguments_and_inputs(cls: type[Any]) -> None:
     with pytest.raises(ValueError, match="half of the kernel size"):
         cls(2, padding=2)
-    with pytest.raises(ValueError, match="3-D .* or 4-D"):
+    with pytest.raises(ValueError, match=r"3-D .* or 4-D"):
         cls(2)(torch.randn(4, 4))
     with pytest.raises(ValueError, match="too small"):
         cls(3)(torch.randn(1, 1, 2, 5))

@@ -330,6 +330,36 @@ def test_sequential_passes_needs_input_grad_to_first_layer() -> None:
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_sequential_skips_gradients_nobody_needs_like_autograd() -> None:
+    """Flatten -> Sigmoid -> Linear -> Sigmoid -> Linear on data: only what autograd computes."""
+    torch.manual_seed(0)
+    ours = sd.Sequential(
+        sd.Flatten(), sd.Sigmoid(), sd.Linear(6, 4), sd.Sigmoid(), sd.Linear(4, 2)
+    ).double()
+    theirs = nn.Sequential(
+        nn.Flatten(), nn.Sigmoid(), nn.Linear(6, 4), nn.Sigmoid(), nn.Linear(4, 2)
+    ).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    g = torch.randn(3, 2, dtype=torch.float64)
+    ours.needs_input_grad = False
+    ours(x)
+    # the parameter-free prefix saved nothing; the first Linear skips its input gradient
+    assert ours[0].pending_backward == 0 and ours[1].pending_backward == 0
+    assert ours[2].needs_input_grad is False and ours[3].needs_input_grad is True
+    assert ours.backward(g) is None
+    assert all(m.pending_backward == 0 for m in ours.modules())
+    theirs(x).backward(g)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-12, rtol=1e-10, msg=name)
+
+    ours.needs_input_grad = True
+    xr = x.clone().requires_grad_(True)
+    theirs(xr).backward(g)
+    ours(x)
+    torch.testing.assert_close(ours.backward(g), xr.grad, atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize(("in_features", "out_features"), [(784, 256), (256, 10), (3, 1)])
 def test_linear_init_equals_torch_with_same_seed(in_features: int, out_features: int) -> None:
     torch.manual_seed(1234)

@@ -172,3 +172,15 @@ def test_state_dict_matches_torch_sync_batchnorm() -> None:
     ours = SyncBatchNorm(5)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict())
+
+
+def test_saves_and_loads_through_the_model_file(tmp_path: Path) -> None:
+    model = scidevnn.Sequential(SyncBatchNorm(3, momentum=None, eps=1e-4), scidevnn.Linear(2, 2))
+    model(torch.randn(4, 3, 2))  # running statistics move
+    scidevnn.save_model(model, tmp_path / "sync.h5")
+    loaded = scidevnn.load_model(tmp_path / "sync.h5")
+    layer = loaded[0]  # type: ignore[index]
+    assert isinstance(layer, SyncBatchNorm)
+    assert (layer.momentum, layer.eps) == (None, 1e-4)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -58,6 +58,7 @@ class ConvGeometry:
     ho: int
     wo: int
     rows: bool  # input gradient by the "rows" method (else "fold")
+    two_stage: bool  # unfold through the horizontal unfold (see unfold)
 
     @property
     def hp(self) -> int:
@@ -119,7 +120,8 @@ def make_geometry(
         raise ValueError(f"{layer}: the 'rows' method needs a horizontal stride of 1")
     else:
         rows = algorithm == "rows"
-    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows)
+    two_stage = sh == 1 and kh > 1 and wo <= 16
+    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows, two_stage)
 
 
 def pad_index(
@@ -170,11 +172,30 @@ def pad_channel_major(x: Tensor, geo: ConvGeometry, mode: PaddingMode, ws: Works
     return planes
 
 
-def unfold(planes: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:
-    """Copy the column matrix (C*kh*kw, N*Ho*Wo) into ``out``: rows (c, i, j), columns (n, y, x)."""
-    shape = (geo.c, geo.kh, geo.kw, geo.n, geo.ho, geo.wo)
+def unfold(planes: Tensor, geo: ConvGeometry, out: Tensor, ws: Workspace) -> Tensor:
+    """Copy the column matrix (C*kh*kw, N*Ho*Wo) into ``out``: rows (c, i, j), columns (n, y, x).
+
+    A copy straight from the padded input moves runs of Wo elements, slow when Wo is small.
+    With a vertical stride of 1 and narrow outputs it goes through the horizontal unfold
+    (C, kw, N, Hp, Wo) instead (kh times smaller), in which each kernel row's block of Ho
+    output rows is one contiguous run of Ho*Wo elements.
+    """
+    c, n, kh, kw = geo.c, geo.n, geo.kh, geo.kw
+    if geo.two_stage:
+        hp, wo = geo.hp, geo.wo
+        across = ws.scratch("unfold_x", (c, kw, n, hp, wo), planes)
+        across.copy_(
+            planes.as_strided((c, kw, n, hp, wo), (n * geo.plane, geo.dw, geo.plane, geo.wp, geo.sw))
+        )
+        block = geo.ho * wo
+        view = across.as_strided(
+            (c, kh, kw, n, block), (kw * n * hp * wo, geo.dh * wo, n * hp * wo, hp * wo, 1)
+        )
+        out.view(c, kh, kw, n, block).copy_(view)
+        return out
+    shape = (c, kh, kw, n, geo.ho, geo.wo)
     view = planes.as_strided(
-        shape, (geo.n * geo.plane, geo.dh * geo.wp, geo.dw, geo.plane, geo.sh * geo.wp, geo.sw)
+        shape, (n * geo.plane, geo.dh * geo.wp, geo.dw, geo.plane, geo.sh * geo.wp, geo.sw)
     )
     out.view(shape).copy_(view)
     return out

@@ -160,7 +160,7 @@ class Conv2d(Module):
         ws, g, co = self._workspace, self.groups, self.out_channels
         planes = _im2col.pad_channel_major(x4, geo, self.padding_mode, ws)
         k = geo.c * geo.kh * geo.kw
-        columns = _im2col.unfold(planes, geo, ws.take("columns", (k, geo.length), x4))
+        columns = _im2col.unfold(planes, geo, ws.take("columns", (k, geo.length), x4), ws)
         out = ws.scratch("output", (co, geo.length), x4)
         weight = self.weight.data.reshape(g, co // g, -1)
         if g == 1:

@@ -24,7 +24,16 @@ from scidevnn.errors import PluginConflictError, UnknownLayerError
 #: Layers that live in the project's own plugin packages, for "install X" hints.
 KNOWN_PROVIDERS: dict[str, str] = {
     **dict.fromkeys(
-        ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout", "Dropout2d"],
+        [
+            "Conv2d",
+            "BatchNorm2d",
+            "SyncBatchNorm",
+            "ReLU",
+            "MaxPool2d",
+            "AvgPool2d",
+            "Dropout",
+            "Dropout2d",
+        ],
         "scidevnn-cnn",
     ),
     **dict.fromkeys(

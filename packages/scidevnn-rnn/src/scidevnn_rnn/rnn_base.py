@@ -83,7 +83,7 @@ def project_input(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def input_weight_grads(
     params: DirectionParams, grad_gates: Tensor, x: Tensor, need_dx: bool
 ) -> Tensor | None:
-    """Accumulate dW_ih (and db_ih) from the stacked gate gradients; return dx if wanted."""
+    """Accumulate dW_ih from the stacked gate gradients (T, N, G); return dx if wanted."""
     steps, batch = x.shape[0], x.shape[1]
     flat_grad = grad_gates.reshape(steps * batch, grad_gates.shape[2])
     accumulate_matmul(params.w_ih, flat_grad.t(), x.reshape(steps * batch, x.shape[2]))

@@ -139,6 +139,7 @@ class DistributedDataParallel(Module):
             id(leaf): params for leaf, params in zip(self._leaves, self._leaf_params, strict=True)
         }
         self._buckets = GradientBuckets(self._ready_order(), bucket_cap_mb, process_group)
+        self._use_counts = self._uses()
         self._remaining: dict[int, int] = {}
         if self.world_size > 1:
             check_same_model(module, process_group)
@@ -178,7 +179,7 @@ class DistributedDataParallel(Module):
         if self.world_size <= 1 or not self._sync:
             return self.module.backward(grad_output)
         self._buckets.start()
-        self._remaining = self._uses()
+        self._remaining = dict(self._use_counts)
         grad = self._walk(self.module, grad_output)
         self._buckets.finish()
         return grad

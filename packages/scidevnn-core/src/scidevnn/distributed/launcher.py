@@ -22,6 +22,7 @@ finish what they do on an interrupt (save a checkpoint, say) and re-raises what 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pickle
@@ -57,7 +58,8 @@ def _send(conn: Connection, kind: str, value: Any) -> bool:
         data = pickle.dumps((kind, value))
     except Exception:  # the value does not pickle
         return False
-    conn.send_bytes(data)
+    with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+        conn.send_bytes(data)
     return True
 
 
