@@ -41,6 +41,7 @@ from mnist_cli.reporting import EpochStats, Reporter, SilentReporter
 from mnist_cli.training import _InterruptFlag, _Run, stream_generator
 from scidevnn import CrossEntropyLoss
 from scidevnn import distributed as sdist
+from scidevnn.distributed.group import collective_failed
 
 if TYPE_CHECKING:
     from mnist_cli.training import TrainResult
@@ -60,26 +61,19 @@ def run_class() -> type[_Run]:
     return _Run
 
 
-def _failed(err: RuntimeError) -> sdist.DistributedError:
-    return sdist.DistributedError(
-        f"worker {sdist.get_rank()} of {sdist.get_world_size()}: the training statistics' "
-        f"all-reduce failed: a peer worker died or did not answer in time ({err})"
-    )
-
-
 def _start_sum(values: Tensor) -> Any:
     """Launch the sum of ``values`` over the workers (in place); ``_finish_sum`` waits."""
     try:
         return dist.all_reduce(values, async_op=True)
     except RuntimeError as err:
-        raise _failed(err) from err
+        raise collective_failed("the training statistics' all-reduce", err) from err
 
 
 def _finish_sum(work: Any, values: Tensor) -> Tensor:
     try:
         work.wait()
     except RuntimeError as err:
-        raise _failed(err) from err
+        raise collective_failed("the training statistics' all-reduce", err) from err
     return values
 
 

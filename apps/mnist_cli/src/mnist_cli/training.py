@@ -500,7 +500,8 @@ def train_model(
         + (f"+ {len(splits.val_labels):,} validation " if splits.val_labels is not None else "")
         + f"images; {config.optimizer} lr {config.lr:g}"
         + (f" x{config.lr_decay:g}/epoch" if config.lr_decay != 1 else "")
-        + f", batch {config.batch_size}, {config.epochs} epochs, seed {config.seed}, {target}"
+        + f", batch {config.batch_size}, {config.epochs} epoch{'s' if config.epochs > 1 else ''}"
+        + f", seed {config.seed}, {target}"
         + (f"; from epoch {state.epoch}" if resume_path else "")
         + (f", batch {state.step}" if resume_path and state.step else "")
     )

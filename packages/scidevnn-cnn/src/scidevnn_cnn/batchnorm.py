@@ -14,6 +14,13 @@ from scidevnn_cnn._args import check_grad_shape
 _DIMS = (0, 2, 3)
 
 
+def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum((0, 2, 3))`` without the full-size product: the batched dot product
+    reads both once and writes nothing big (activations are memory-bound, not compute-bound)."""
+    n, c = a.shape[0], a.shape[1]
+    return torch.linalg.vecdot(a.reshape(n, c, -1), b.reshape(n, c, -1)).sum(0)
+
+
 class BatchNorm2d(Module):
     """``y = (x - mean) / sqrt(var + eps) * weight + bias``, per channel over (N, H, W).
 
@@ -112,7 +119,7 @@ class BatchNorm2d(Module):
             # reduction over (N, H, W), and as accurate
             mean = x.sum(_DIMS).div_(count)
             centered = x - mean.view(view)
-            var = centered.square().sum(_DIMS).div_(count)
+            var = _channel_dot(centered, centered).div_(count)
             if self.training and self.running_mean is not None:
                 self._update_running(mean, var, count)
         else:
@@ -150,7 +157,7 @@ class BatchNorm2d(Module):
         grad_sum = dot = None
         if self.weight is not None or (use_batch and needs_input):
             grad_sum = g.sum(_DIMS)
-            dot = (g * centered).sum(_DIMS)
+            dot = _channel_dot(g, centered)
         if self.weight is not None:
             assert grad_sum is not None and dot is not None
             self.weight.accumulate(dot * inv_std)

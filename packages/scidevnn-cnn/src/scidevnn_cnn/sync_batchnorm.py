@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from scidevnn.errors import DistributedError
+from scidevnn.distributed.group import collective_failed
 from scidevnn.module import Module
 from scidevnn_cnn.batchnorm import BatchNorm2d
 
@@ -27,14 +27,6 @@ def _group_size(group: Any) -> int:
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(group)
-
-
-def _failed(what: str, err: Exception) -> DistributedError:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DistributedError(
-        f"SyncBatchNorm: {what} failed on worker {dist.get_rank()}: a peer worker died or did "
-        f"not answer within the timeout ({first_line})"
-    )
 
 
 class SyncBatchNorm(BatchNorm2d):
@@ -103,7 +95,9 @@ class SyncBatchNorm(BatchNorm2d):
         try:
             dist.all_gather(gathered, own, group=self.process_group)
         except RuntimeError as err:
-            raise _failed("all_gather of the batch statistics", err) from err
+            raise collective_failed(
+                "SyncBatchNorm all_gather of the batch statistics", err
+            ) from err
         stats = torch.stack(gathered)  # (W, 2C + 1)
         c = self.num_features
         means, variances, counts = stats[:, :c], stats[:, c : 2 * c], stats[:, 2 * c :]
@@ -181,7 +175,9 @@ class SyncBatchNorm(BatchNorm2d):
             try:
                 dist.all_reduce(sums, group=self.process_group)
             except RuntimeError as err:
-                raise _failed("all_reduce of the gradient sums", err) from err
+                raise collective_failed(
+                    "SyncBatchNorm all_reduce of the gradient sums", err
+                ) from err
             sum_g, sum_g_xhat = sums.chunk(2)
         mean_g = (sum_g / count).view(shape)
         mean_g_xhat = (sum_g_xhat / count).view(shape)

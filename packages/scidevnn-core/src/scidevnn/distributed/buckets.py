@@ -21,8 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from scidevnn.distributed.group import collective_error, get_world_size
-from scidevnn.errors import DistributedError
+from scidevnn.distributed.group import collective_failed, get_world_size
 from scidevnn.parameter import Parameter
 
 FIRST_BUCKET_CAP_MB = 1.0
@@ -58,14 +57,14 @@ class _Bucket:
         try:
             self.work = dist.all_reduce(flat, group=group, async_op=True)
         except RuntimeError as err:
-            raise DistributedError(collective_error("gradient all-reduce", err)) from err
+            raise collective_failed("gradient all-reduce", err) from err
 
     def finish(self, world_size: int) -> None:
         assert self.flat is not None and self.work is not None
         try:
             self.work.wait()
         except RuntimeError as err:
-            raise DistributedError(collective_error("gradient all-reduce", err)) from err
+            raise collective_failed("gradient all-reduce", err) from err
         finally:
             self.work = None
         self.flat.div_(world_size)

@@ -8,11 +8,16 @@ Usage, in every worker (after ``spawn`` or ``init_from_env``)::
         model.backward(loss_fn.backward())           # grads are now the mean over workers
         optimizer.step(); model.zero_grad()
 
-The wrapper's backward walks the model itself: a ``Sequential`` (nested ones too) is run child
-by child in reverse, exactly as ``Sequential.backward`` does, and after each child the
-gradients it finished are handed to the ``GradientBuckets``, which launch an asynchronous
-all-reduce as soon as a bucket is complete, while the earlier layers' backward runs. Any other
-module is one step (its backward, then all of its buckets). No hook in ``Module`` is needed.
+Overlap: the wrapper runs the model through a *shadow tree*: the same ``Sequential`` structure
+(a plain ``Sequential`` and the nested ones are copied as new ``Sequential`` objects) whose leaves
+are thin ``_ReportingLeaf`` stand-ins for the model's own layers. The shadow is a real
+``Sequential``, so forward and backward follow ``Sequential``'s own rules, whatever they are;
+each stand-in runs its layer's forward and backward and then tells the wrapper which layer just
+finished, whose parameters' gradients are final once all their uses have run. The
+``GradientBuckets`` launch an asynchronous all-reduce as soon as a bucket is complete, while the
+earlier layers' backward runs. A model that is not a ``Sequential`` is one leaf (its backward,
+then all of its buckets). The model itself is not modified: no hook in ``Module``, nothing that
+would stop it from being pickled or saved.
 
 Like torch's DDP: parameters and buffers are broadcast from rank 0 when wrapping; with
 ``broadcast_buffers`` (the default) rank 0's buffers (BatchNorm's running statistics) are
@@ -23,7 +28,7 @@ carry a ``module.`` prefix; save ``wrapper.module`` to get the plain model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +37,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from scidevnn.distributed.buckets import GradientBuckets
-from scidevnn.distributed.group import collective_error, get_world_size
+from scidevnn.distributed.group import collective_failed, get_world_size
 from scidevnn.errors import DistributedError
 from scidevnn.layers.container import Sequential
 from scidevnn.module import Module, is_grad_enabled
@@ -49,7 +54,7 @@ def broadcast_tensors(tensors: Iterable[Tensor], src: int = 0, group: Any = None
         try:
             dist.broadcast(flat, src, group=group)
         except RuntimeError as err:
-            raise DistributedError(collective_error("broadcast", err)) from err
+            raise collective_failed("broadcast", err) from err
         offset = 0
         for tensor in same_kind:
             n = tensor.numel()
@@ -84,7 +89,7 @@ def check_same_model(module: Module, group: Any = None) -> None:
     try:
         dist.all_gather(gathered, signature, group=group)
     except RuntimeError as err:
-        raise DistributedError(collective_error("model check", err)) from err
+        raise collective_failed("model check", err) from err
     for rank, other in enumerate(gathered):
         if not torch.equal(other, gathered[0]):
             raise DistributedError(
@@ -95,14 +100,44 @@ def check_same_model(module: Module, group: Any = None) -> None:
 
 
 def _is_plain_sequential(module: Module) -> bool:
-    return isinstance(module, Sequential) and type(module).backward is Sequential.backward
+    kind = type(module)
+    return (
+        isinstance(module, Sequential)
+        and kind.forward is Sequential.forward
+        and kind.backward is Sequential.backward
+    )
 
 
-def _leaves(module: Module) -> list[Module]:
-    """The modules whose backward the walk calls, in forward order (Sequentials flattened)."""
-    if not _is_plain_sequential(module):
-        return [module]
-    return [leaf for child in module.children() for leaf in _leaves(child)]
+class _ReportingLeaf(Module):
+    """A model layer in the wrapper's shadow tree: its forward, its backward, then a report.
+
+    Passes its ``needs_input_grad`` (set by the shadow ``Sequential``) on to the layer.
+    """
+
+    _on_backward: Callable[[Module], None]
+
+    def __init__(self, layer: Module, on_backward: Callable[[Module], None]) -> None:
+        super().__init__()
+        self.layer = layer
+        object.__setattr__(self, "_on_backward", on_backward)
+
+    def forward(self, *inputs: Any) -> Any:
+        self.layer.needs_input_grad = self.needs_input_grad
+        return self.layer(*inputs)
+
+    def backward(self, grad_output: Any) -> Any:
+        self.layer.needs_input_grad = self.needs_input_grad
+        grad = self.layer.backward(grad_output)
+        self._on_backward(self.layer)
+        return grad
+
+
+def _shadow(module: Module, on_backward: Callable[[Module], None], leaves: list[Module]) -> Module:
+    """The shadow tree of ``module``; ``leaves`` receives its layers in forward order."""
+    if _is_plain_sequential(module):
+        return Sequential(*(_shadow(child, on_backward, leaves) for child in module.children()))
+    leaves.append(module)
+    return _ReportingLeaf(module, on_backward)
 
 
 class DistributedDataParallel(Module):
@@ -115,7 +150,8 @@ class DistributedDataParallel(Module):
 
     After ``backward`` every ``Parameter.grad`` of ``module`` holds the mean over the workers of
     their local gradients; when each worker's loss is the mean over its ``B / W`` samples, that
-    is the gradient of the mean loss over the global batch of ``B``.
+    is the gradient of the mean loss over the global batch of ``B``. Change the model's
+    structure (convert_sync_batchnorm, say) before wrapping it, not after.
     """
 
     def __init__(
@@ -133,7 +169,10 @@ class DistributedDataParallel(Module):
         self.process_group = process_group
         self.world_size = dist.get_world_size(process_group) if get_world_size() > 1 else 1
         self._sync = True
-        self._leaves = _leaves(module)
+        self._reducing = False
+        self._leaves: list[Module] = []
+        # Not registered as a sub-module: the shadow holds no state of its own.
+        object.__setattr__(self, "_shadow", _shadow(module, self._leaf_done, self._leaves))
         self._leaf_params = [list(leaf.parameters()) for leaf in self._leaves]
         self._params_of = {
             id(leaf): params for leaf, params in zip(self._leaves, self._leaf_params, strict=True)
@@ -145,6 +184,8 @@ class DistributedDataParallel(Module):
             check_same_model(module, process_group)
             broadcast_state(module, 0, process_group)
 
+    _shadow: Module
+
     def _uses(self) -> dict[int, int]:
         """How many leaf backward calls contribute to each parameter's gradient."""
         uses: dict[int, int] = {}
@@ -154,7 +195,7 @@ class DistributedDataParallel(Module):
         return uses
 
     def _ready_order(self) -> list[Parameter]:
-        """Parameters in the order the walk finishes their gradients; any others last."""
+        """Parameters in the order the backward finishes their gradients; any others last."""
         remaining = self._uses()
         order: list[Parameter] = []
         for params in reversed(self._leaf_params):
@@ -172,33 +213,36 @@ class DistributedDataParallel(Module):
             buffers = list(self.module.buffers())
             if buffers:
                 broadcast_tensors(buffers, 0, self.process_group)
-        return self.module(*inputs)
+        self._shadow.needs_input_grad = self.needs_input_grad
+        return self._shadow(*inputs)
 
     def backward(self, grad_output: Any) -> Any:
-        self.module.needs_input_grad = self.needs_input_grad
+        self._shadow.needs_input_grad = self.needs_input_grad
         if self.world_size <= 1 or not self._sync:
-            return self.module.backward(grad_output)
+            return self._shadow.backward(grad_output)
         self._buckets.start()
         self._remaining = dict(self._use_counts)
-        grad = self._walk(self.module, grad_output)
+        self._reducing = True
+        try:
+            grad = self._shadow.backward(grad_output)
+        finally:
+            self._reducing = False
         self._buckets.finish()
         return grad
 
-    def _walk(self, module: Module, grad: Any) -> Any:
-        """``module.backward(grad)``, reporting finished gradients after each leaf."""
-        if _is_plain_sequential(module):
-            layers = list(module.children())
-            if layers:
-                layers[0].needs_input_grad = module.needs_input_grad
-            for layer in reversed(layers):
-                grad = self._walk(layer, grad)
-            return grad
-        grad = module.backward(grad)
-        for param in self._params_of[id(module)]:
+    def _leaf_done(self, leaf: Module) -> None:
+        """A layer's backward has run: hand the gradients it finished to the buckets."""
+        if not self._reducing:
+            return
+        for param in self._params_of[id(leaf)]:
             self._remaining[id(param)] -= 1
             if self._remaining[id(param)] == 0:
                 self._buckets.ready(param)
-        return grad
+
+    def clear_saved(self) -> None:
+        """Forget every pending forward, in the model and in the shadow tree."""
+        super().clear_saved()
+        self._shadow.clear_saved()
 
     @contextmanager
     def no_sync(self) -> Iterator[None]:

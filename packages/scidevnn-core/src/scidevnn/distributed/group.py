@@ -14,6 +14,7 @@ after at most that long; a peer that dies is noticed at once (its sockets close)
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -155,13 +156,21 @@ def barrier() -> None:
     try:
         dist.barrier()
     except RuntimeError as err:
-        raise DistributedError(collective_error("barrier", err)) from err
+        raise collective_failed("barrier", err) from err
 
 
-def collective_error(what: str, err: Exception) -> str:
-    """The one-line message of a collective that failed because a peer went away."""
+def collective_failed(what: str, err: Exception) -> DistributedError:
+    """The error to raise when a collective failed because a peer went away.
+
+    The process group is left (destroyed) on the spot: it cannot be used again, and a gloo group
+    whose peer is gone makes the interpreter abort at exit ("terminate called ...") unless it
+    was destroyed first.
+    """
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return (
+    error = DistributedError(
         f"worker {get_rank()} of {get_world_size()}: {what} failed: a peer worker died or did "
         f"not answer within the timeout ({first_line})"
     )
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+    return error
