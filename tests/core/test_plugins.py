@@ -250,3 +250,16 @@ def test_block_and_allow_lists(scale_plugin: Path, monkeypatch: pytest.MonkeyPat
     plugins.reset_registry(None)
     assert sorted(plugins.get_registry().layers) == sorted([*CORE_LAYERS, "Scale"])
     assert plugins.get_registry().plugin_manager.has_plugin(PLUGIN)
+
+
+def test_a_plugin_that_fails_to_import_does_not_take_the_others_down(
+    scale_plugin: Path,
+) -> None:
+    module = scale_plugin / "src" / "scidevnn_scale_test" / "__init__.py"
+    module.write_text("raise ImportError('needs libfoo')\n")
+    with pytest.warns(RuntimeWarning, match=f"{DISTRIBUTION} failed to load"):
+        registry = plugins.get_registry()
+    assert "Linear" in registry.layers and "Scale" not in registry.layers
+    assert plugins.BROKEN_PLUGINS == {DISTRIBUTION: "ImportError: needs libfoo"}
+    message = plugins.missing_message("Scale", registry.layers, provider=DISTRIBUTION)
+    assert f"{DISTRIBUTION} is installed but failed to load (ImportError: needs libfoo)" in message

@@ -12,6 +12,7 @@ with the package to install.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -43,6 +44,9 @@ KNOWN_PROVIDERS: dict[str, str] = {
 }
 
 CORE_DISTRIBUTION = "scidevnn-core"
+
+#: Distribution name -> the error that stopped it from loading (filled at discovery).
+BROKEN_PLUGINS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,11 @@ def missing_message(name: str, table: dict[str, LayerInfo], provider: str | None
     of the project's own plugin layers.
     """
     provider = KNOWN_PROVIDERS.get(name, provider)
+    if provider is not None and provider in BROKEN_PLUGINS:
+        return (
+            f"unknown layer type '{name}': its plugin package {provider} is installed but "
+            f"failed to load ({BROKEN_PLUGINS[provider]})"
+        )
     if provider is not None:
         return (
             f"unknown layer type '{name}': it is provided by the plugin package {provider}, "
@@ -155,11 +164,35 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
         return manager
     blocked = _env_list("SCIDEVNN_BLOCK_PLUGINS") or set()
     allowed = _env_list("SCIDEVNN_LOAD_PLUGINS")
-    for entry_point in metadata.entry_points(group="scidevnn"):
+    entry_points = list(metadata.entry_points(group="scidevnn"))
+    for entry_point in entry_points:
         if entry_point.name in blocked or (allowed is not None and entry_point.name not in allowed):
             manager.set_blocked(entry_point.name)
-    manager.load_setuptools_entrypoints("scidevnn")
-    return manager
+    BROKEN_PLUGINS.clear()
+    while True:
+        try:
+            manager.load_setuptools_entrypoints("scidevnn")
+            return manager
+        except Exception:  # a plugin that fails to import must not take the others down
+            failures = 0
+            for entry_point in entry_points:
+                if manager.get_plugin(entry_point.name) or manager.is_blocked(entry_point.name):
+                    continue
+                try:
+                    entry_point.load()
+                except Exception as error:
+                    failures += 1
+                    dist = entry_point.dist.name if entry_point.dist else entry_point.name
+                    BROKEN_PLUGINS[dist] = f"{type(error).__name__}: {error}"
+                    manager.set_blocked(entry_point.name)
+                    warnings.warn(
+                        f"SciDevNN plugin {dist} failed to load and is skipped: "
+                        f"{BROKEN_PLUGINS[dist]}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+            if failures == 0:
+                raise
 
 
 _registry: Registry | None = None
