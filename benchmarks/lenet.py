@@ -8,6 +8,9 @@ Caffe's ``time`` command reports it: mean forward and backward milliseconds of e
 ``--layer-steps`` steps, plus the loss and the optimizer; the rows add up to the total.
 
     python benchmarks/lenet.py [--steps 400] [--threads 2] [--batch 64] [--layer-steps 200]
+
+The machines are shared: with two threads, any other busy process makes both frameworks stall
+on their thread synchronisation, so compare ratios of runs on a quiet machine.
 """
 
 from __future__ import annotations
@@ -117,7 +120,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--layer-steps", type=int, default=200)
+    parser.add_argument(
+        "--layer-steps", type=int, default=200, help="steps of the per-layer table (0: none)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -151,8 +156,9 @@ def main() -> None:
             baseline="torch.nn + autograd",
         )
     )
-    print()
-    print(layer_table(ours, x, y, args.layer_steps, args.threads))
+    if args.layer_steps > 0:
+        print()
+        print(layer_table(ours, x, y, args.layer_steps, args.threads))
 
 
 if __name__ == "__main__":

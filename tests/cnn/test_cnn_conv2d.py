@@ -60,28 +60,34 @@ CASES: list[tuple[dict[str, Any], tuple[int, ...]]] = [
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 
 
-def horizontal_stride(args: dict[str, Any]) -> int:
+def strides(args: dict[str, Any]) -> tuple[int, int]:
     stride = args.get("stride", 1)
-    return stride if isinstance(stride, int) else stride[1]
+    return (stride, stride) if isinstance(stride, int) else stride
 
 
-# the default choice, and each input-gradient method forced ("rows" needs horizontal stride 1)
+# the default choice and every forced combination of (forward method, input-gradient method);
+# the "rows" methods need a vertical (forward) or horizontal (input gradient) stride of 1
 GRID = [
-    pytest.param(args, shape, algorithm, id=f"{algorithm}:" + ",".join(
+    pytest.param(args, shape, methods, id=f"{methods}:" + ",".join(
         f"{k}={v}" for k, v in args.items()) + f";x{shape}")
     for args, shape in CASES
-    for algorithm in (None, "rows", "fold")
-    if algorithm != "rows" or horizontal_stride(args) == 1
+    for methods in ((None, None), ("rows", "rows"), ("rows", "fold"), ("columns", "fold"),
+                    ("columns", "rows"))
+    if (methods[0] != "rows" or strides(args)[0] == 1)
+    and (methods[1] != "rows" or strides(args)[1] == 1)
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize(("args", "shape", "algorithm"), GRID)
+@pytest.mark.parametrize(("args", "shape", "methods"), GRID)
 def test_matches_torch(
-    args: dict[str, Any], shape: tuple[int, ...], algorithm: str | None, dtype: torch.dtype
+    args: dict[str, Any],
+    shape: tuple[int, ...],
+    methods: tuple[str | None, str | None],
+    dtype: torch.dtype,
 ) -> None:
     ours, theirs = make_pair("Conv2d", **args, dtype=dtype)  # also: same initial weights
-    ours.algorithm = algorithm
+    ours.forward_method, ours.grad_method = methods
     x = torch.randn(shape, dtype=dtype)
     check_layer(ours, theirs, x)
 

@@ -1,4 +1,6 @@
-"""Convolution as matrix products over strided views of the input ("im2col") and its adjoint.
+"""Convolution as matrix products over strided views of the input ("im2col") and its adjoint;
+the geometry shared with the kernel-row methods of ``_rows`` (preferred wherever the strides
+allow them: they move less memory), for which this module is the general fallback.
 
 Layout. The padded input is copied once into a flat, channel-major buffer laid out as
 (C, N, Hp, Wp). Row ``(c, i, j)`` of the column matrix (C*kh*kw, N*Ho*Wo) is a strided view of
@@ -7,20 +9,9 @@ one matrix product ``weight (Co, C*kh*kw) @ columns`` whose (Co, N, Ho*Wo) resul
 cheap copy to become the (N, Co, Ho, Wo) output, and the weight gradient is one product
 ``columns @ grad^T`` with the long N*Ho*Wo dimension inside.
 
-Input gradient, two ways:
-
-- ``fold``: the column gradient ``weight^T @ grad`` (C*kh*kw, N*Ho*Wo), slice-added into the
-  padded input at each of the kh*kw kernel offsets (the adjoint of the strided view);
-- ``rows`` (horizontal stride 1): the sum over the kernel columns j is done inside the matrix
-  product instead. The output gradient is laid out on a *wide* grid, Wp = Wo + (kw-1)*dw
-  columns per row with zeros after the Wo real ones, and a head of (kw-1)*dw zeros in front;
-  row (o, j') of the (Co*kw, N*Ho*Wp) matrix "shifted" is that buffer read (kw-1-j')*dw
-  elements early, i.e. channel o shifted right by that many columns (the zeros fill in, also
-  across row ends). Then ``T[(c, i), :] = sum_{o, j} weight[o, c, i, j] * shifted[(o, kw-1-j), :]``
-  is row i of the kernel applied to every input column, and kh row-shifted additions of T give
-  the padded input gradient. It moves less memory than folding whenever
-  Co*kw + 3*C*kh < 3*C*kh*kw, the usual case (e.g. 16*5 + 3*6*5 = 170 < 450 for LeNet's
-  second convolution).
+Input gradient ("fold", the general method): the column gradient ``weight^T @ grad``
+(C*kh*kw, N*Ho*Wo), slice-added into the padded input at each of the kh*kw kernel offsets
+(the adjoint of the strided view). ``add_rows`` serves the "rows" method of ``_rows``.
 """
 
 from __future__ import annotations
@@ -34,7 +25,11 @@ from torch import Tensor
 from scidevnn_cnn._workspace import Workspace
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
-Algorithm = Literal["rows", "fold"]
+#: How the output and the weight gradient are computed: by kernel rows (``_rows``, vertical
+#: stride 1) or from the full column matrix (this module).
+ForwardMethod = Literal["rows", "columns"]
+#: How the input gradient is computed: "rows" (``_rows``, horizontal stride 1) or "fold".
+GradMethod = Literal["rows", "fold"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +52,7 @@ class ConvGeometry:
     pr: int
     ho: int
     wo: int
+    rows_forward: bool  # output and weight gradient by kernel rows (else by columns)
     rows: bool  # input gradient by the "rows" method (else "fold")
     two_stage: bool  # unfold through the horizontal unfold (see unfold)
 
@@ -94,14 +90,14 @@ def make_geometry(
     stride: tuple[int, int],
     dilation: tuple[int, int],
     pads: tuple[int, int, int, int],
-    out_channels: int,
     layer: str,
-    algorithm: Algorithm | None = None,
+    forward_method: ForwardMethod | None = None,
+    grad_method: GradMethod | None = None,
 ) -> ConvGeometry:
-    """Output size and input-gradient method for an (N, C, H, W) input.
+    """Output size and methods for an (N, C, H, W) input; ``pads`` is (top, bottom, left, right).
 
-    ``pads`` is (top, bottom, left, right). ``algorithm`` forces the method (tests use it to
-    cover both); by default "rows" when the horizontal stride is 1 and it moves less memory.
+    By default the "rows" methods wherever the strides allow them (they move the least
+    memory); ``forward_method`` and ``grad_method`` force one (tests use them to cover all).
     """
     n, c, h, w = shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
@@ -114,14 +110,16 @@ def make_geometry(
             f"dilated kernel ({span_h} x {span_w}); input shape {shape}"
         )
     ho, wo = (hp - span_h) // sh + 1, (wp - span_w) // sw + 1
-    if algorithm is None:
-        rows = sw == 1 and out_channels * kw + 3 * c * kh < 3 * c * kh * kw
-    elif algorithm == "rows" and sw != 1:
-        raise ValueError(f"{layer}: the 'rows' method needs a horizontal stride of 1")
-    else:
-        rows = algorithm == "rows"
+    if forward_method == "rows" and sh != 1:
+        raise ValueError(f"{layer}: the 'rows' forward method needs a vertical stride of 1")
+    if grad_method == "rows" and sw != 1:
+        raise ValueError(f"{layer}: the 'rows' gradient method needs a horizontal stride of 1")
+    rows_forward = sh == 1 if forward_method is None else forward_method == "rows"
+    rows = sw == 1 if grad_method is None else grad_method == "rows"
     two_stage = sh == 1 and kh > 1 and wo <= 16
-    return ConvGeometry(n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows, two_stage)
+    return ConvGeometry(
+        n, c, h, w, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo, rows_forward, rows, two_stage
+    )
 
 
 def pad_index(
@@ -185,7 +183,9 @@ def unfold(planes: Tensor, geo: ConvGeometry, out: Tensor, ws: Workspace) -> Ten
         hp, wo = geo.hp, geo.wo
         across = ws.scratch("unfold_x", (c, kw, n, hp, wo), planes)
         across.copy_(
-            planes.as_strided((c, kw, n, hp, wo), (n * geo.plane, geo.dw, geo.plane, geo.wp, geo.sw))
+            planes.as_strided(
+                (c, kw, n, hp, wo), (n * geo.plane, geo.dw, geo.plane, geo.wp, geo.sw)
+            )
         )
         block = geo.ho * wo
         view = across.as_strided(
@@ -207,19 +207,6 @@ def grad_matrix(grad: Tensor, ws: Workspace) -> Tensor:
     matrix = ws.scratch("grad", (co, n, grad.shape[2] * grad.shape[3]), grad)
     matrix.copy_(grad.reshape(n, co, -1).transpose(0, 1))
     return matrix.view(co, -1)
-
-
-def shifted_grad(grad: Tensor, geo: ConvGeometry, ws: Workspace) -> Tensor:
-    """The "rows" method's (Co*kw, N*Ho*Wp) matrix: row (o, j') is channel o of the output
-    gradient on the wide grid, shifted right by (kw-1-j')*dw columns (module docstring)."""
-    co, length = grad.shape[1], geo.wide_length
-    # workspace tensor made zero; only the real (Co, N, Ho, Wo) part is ever written
-    wide = ws.scratch("wide_grad", (geo.head + co * length,), grad, tag=geo)
-    grid = wide[geo.head :].view(co, geo.n, geo.ho, geo.wp)
-    grid[..., : geo.wo] = grad.transpose(0, 1)
-    shifted = ws.scratch("shifted", (co, geo.kw, length), grad)
-    shifted.copy_(wide.as_strided((co, geo.kw, length), (length, geo.dw, 1)))
-    return shifted.view(co * geo.kw, length)
 
 
 def add_rows(partial: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:

@@ -36,9 +36,7 @@ from scidevnn_cnn._workspace import Workspace
 def unfold_rows(planes: Tensor, geo: ConvGeometry, out: Tensor) -> Tensor:
     """Copy the horizontal unfold U (N, C*kw, Hp*Wo) of the (C, N, Hp, Wp) padded input."""
     n, c, kw, hp, wo = geo.n, geo.c, geo.kw, geo.hp, geo.wo
-    view = planes.as_strided(
-        (n, c, kw, hp, wo), (geo.plane, n * geo.plane, geo.dw, geo.wp, geo.sw)
-    )
+    view = planes.as_strided((n, c, kw, hp, wo), (geo.plane, n * geo.plane, geo.dw, geo.wp, geo.sw))
     out.view(n, c, kw, hp, wo).copy_(view)
     return out
 

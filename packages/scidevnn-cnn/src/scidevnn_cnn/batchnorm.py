@@ -14,13 +14,6 @@ from scidevnn_cnn._args import check_grad_shape
 _DIMS = (0, 2, 3)
 
 
-def _channel_dot(a: Tensor, b: Tensor) -> Tensor:
-    """``(a * b).sum((0, 2, 3))`` without the full-size product: the batched dot product
-    reads both once and writes nothing big (activations are memory-bound, not compute-bound)."""
-    n, c = a.shape[0], a.shape[1]
-    return torch.linalg.vecdot(a.reshape(n, c, -1), b.reshape(n, c, -1)).sum(0)
-
-
 class BatchNorm2d(Module):
     """``y = (x - mean) / sqrt(var + eps) * weight + bias``, per channel over (N, H, W).
 
@@ -119,7 +112,7 @@ class BatchNorm2d(Module):
             # reduction over (N, H, W), and as accurate
             mean = x.sum(_DIMS).div_(count)
             centered = x - mean.view(view)
-            var = _channel_dot(centered, centered).div_(count)
+            var = centered.square().sum(_DIMS).div_(count)
             if self.training and self.running_mean is not None:
                 self._update_running(mean, var, count)
         else:
@@ -128,10 +121,9 @@ class BatchNorm2d(Module):
             centered = x - self.running_mean.view(view)
         inv_std = (var + self.eps).rsqrt()
         scale = inv_std if self.weight is None else inv_std * self.weight.data
-        if self.bias is None:
-            y = centered * scale.view(view)
-        else:
-            y = torch.addcmul(self.bias.data.view(view), centered, scale.view(view))
+        y = centered * scale.view(view)
+        if self.bias is not None:  # (faster than one broadcasting addcmul)
+            y.add_(self.bias.data.view(view))
         self.save_for_backward(centered, inv_std, use_batch)
         return y
 
@@ -157,7 +149,7 @@ class BatchNorm2d(Module):
         grad_sum = dot = None
         if self.weight is not None or (use_batch and needs_input):
             grad_sum = g.sum(_DIMS)
-            dot = _channel_dot(g, centered)
+            dot = (g * centered).sum(_DIMS)
         if self.weight is not None:
             assert grad_sum is not None and dot is not None
             self.weight.accumulate(dot * inv_std)

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from scidevnn.module import Module, is_grad_enabled
 from scidevnn.parameter import Parameter
-from scidevnn_cnn import _im2col
+from scidevnn_cnn import _im2col, _rows
 from scidevnn_cnn._args import IntOrPair, as_batch, check_grad_shape, pair
-from scidevnn_cnn._im2col import Algorithm, ConvGeometry, PaddingMode
+from scidevnn_cnn._im2col import ConvGeometry, ForwardMethod, GradMethod, PaddingMode
 from scidevnn_cnn._workspace import Workspace
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -35,12 +35,18 @@ class Conv2d(Module):
     (kaiming-uniform with a = sqrt(5) for the weight, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the
     bias, drawn in that order), so the same seed gives torch's weights.
 
-    Forward: the padded input, as columns X (C_in*kh*kw, N*Ho*Wo) (see ``_im2col``), gives
-    Y = W X + b with W the weight as (C_out, C_in*kh*kw) (per group).
-    Backward, with G = dL/dY as (C_out, N*Ho*Wo): dL/dW = G X^T, dL/db = row sums of G,
-    dL/dX = W^T G folded back onto the input (positions no window reached get 0; the border
-    gradient of reflect/replicate/circular padding is added to the position it copied). The
-    input gradient is skipped when ``needs_input_grad`` is False.
+    The maths, with X the column matrix of the padded input (C_in*kh*kw, N*Ho*Wo), W the
+    weight as (C_out, C_in*kh*kw) (per group) and G = dL/dY as (C_out, N*Ho*Wo):
+    Y = W X + b, dL/dW = G X^T, dL/db = row sums of G, dL/dX = W^T G folded back onto the input
+    (positions no window reached get 0; the border gradient of reflect/replicate/circular
+    padding is added to the position it copied). The input gradient is skipped when
+    ``needs_input_grad`` is False.
+
+    How it is computed: all matrix products over strided views, no loop over pixels or images.
+    With stride 1 along an axis, by kernel rows (``_rows``: a horizontal unfold kh times
+    smaller than X and kh batched products; the input gradient by kw products over a shifted
+    view of the output gradient); otherwise from X itself (``_im2col``). Large temporaries are
+    kept between calls (``_workspace``).
     """
 
     def __init__(
@@ -99,9 +105,11 @@ class Conv2d(Module):
             if min(self.padding) < 0:
                 raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
         self._pads = self._explicit_pads()
-        #: Forces the im2col method ("wide-rows", "wide-fold", "strided"); None picks the
-        #: fastest. For tests and benchmarks only: every method gives the same numbers.
-        self.algorithm: Algorithm | None = None
+        #: Force the method of the forward pass and weight gradient ("rows", "columns") or of
+        #: the input gradient ("rows", "fold"); None picks the fastest the strides allow.
+        #: For tests and benchmarks only: every method gives the same numbers.
+        self.forward_method: ForwardMethod | None = None
+        self.grad_method: GradMethod | None = None
         self._geometry: dict[tuple[Any, ...], ConvGeometry] = {}
         self._workspace = Workspace()
 
@@ -137,12 +145,20 @@ class Conv2d(Module):
 
     def _plan(self, x: Tensor) -> ConvGeometry:
         n, c, h, w = x.shape
-        key = (n, h, w, self.algorithm)
+        key = (n, h, w, self.forward_method, self.grad_method)
         geo = self._geometry.get(key)
         if geo is None:
+            if len(self._geometry) >= 32:  # input shapes remembered, then start over
+                self._geometry.clear()
             geo = _im2col.make_geometry(
-                (n, c, h, w), self.kernel_size, self.stride, self.dilation, self._pads,
-                self.out_channels, type(self).__name__, self.algorithm,
+                (n, c, h, w),
+                self.kernel_size,
+                self.stride,
+                self.dilation,
+                self._pads,
+                type(self).__name__,
+                self.forward_method,
+                self.grad_method,
             )
             if self.padding_mode != "zeros":
                 _im2col.check_padding_mode(geo, self.padding_mode, type(self).__name__)
@@ -157,79 +173,99 @@ class Conv2d(Module):
                 f"dtype {self.weight.data.dtype}"
             )
         geo = self._plan(x4)
-        ws, g, co = self._workspace, self.groups, self.out_channels
+        ws = self._workspace
         planes = _im2col.pad_channel_major(x4, geo, self.padding_mode, ws)
-        k = geo.c * geo.kh * geo.kw
-        columns = _im2col.unfold(planes, geo, ws.take("columns", (k, geo.length), x4), ws)
-        out = ws.scratch("output", (co, geo.length), x4)
-        weight = self.weight.data.reshape(g, co // g, -1)
-        if g == 1:
-            if self.bias is None:
-                torch.mm(weight[0], columns, out=out)
-            else:
-                torch.addmm(self.bias.data.unsqueeze(1), weight[0], columns, out=out)
+        bias = None if self.bias is None else self.bias.data
+        shape: tuple[int, ...]
+        if geo.rows_forward:
+            name = "unfolded"
+            shape = (geo.n, geo.c * geo.kw, geo.hp * geo.wo)
+            kept = _rows.unfold_rows(planes, geo, ws.take(name, shape, x4))
+            y = _rows.forward(kept, self.weight.data, bias, geo, self.groups)
         else:
-            grouped, out_g = columns.view(g, -1, geo.length), out.view(g, co // g, geo.length)
-            if self.bias is None:
-                torch.bmm(weight, grouped, out=out_g)
-            else:
-                torch.baddbmm(self.bias.data.view(g, co // g, 1), weight, grouped, out=out_g)
-        y = x4.new_empty(geo.n, co, geo.ho, geo.wo)
-        y.view(geo.n, co, -1).copy_(out.view(co, geo.n, -1).transpose(0, 1))
+            name = "columns"
+            shape = (geo.c * geo.kh * geo.kw, geo.length)
+            kept = _im2col.unfold(planes, geo, ws.take(name, shape, x4), ws)
+            y = self._forward_columns(kept, bias, geo)
         if is_grad_enabled():
-            self.save_for_backward(columns, geo, unbatched)
+            self.save_for_backward(name, kept, geo, unbatched)
         else:
-            ws.give("columns", columns)
+            ws.give(name, kept)
         return y.squeeze(0) if unbatched else y
 
+    def _forward_columns(self, columns: Tensor, bias: Tensor | None, geo: ConvGeometry) -> Tensor:
+        """Y = W X + b from the column matrix X, as a new (N, Co, Ho, Wo) tensor."""
+        g, co = self.groups, self.out_channels
+        out = self._workspace.scratch("output", (co, geo.length), columns)
+        weight = self.weight.data.reshape(g, co // g, -1)
+        if g == 1:
+            if bias is None:
+                torch.mm(weight[0], columns, out=out)
+            else:
+                torch.addmm(bias.unsqueeze(1), weight[0], columns, out=out)
+        else:
+            grouped, out_g = columns.view(g, -1, geo.length), out.view(g, co // g, geo.length)
+            if bias is None:
+                torch.bmm(weight, grouped, out=out_g)
+            else:
+                torch.baddbmm(bias.view(g, co // g, 1), weight, grouped, out=out_g)
+        y = columns.new_empty(geo.n, co, geo.ho, geo.wo)
+        y.view(geo.n, co, -1).copy_(out.view(co, geo.n, -1).transpose(0, 1))
+        return y
+
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        columns, geo, unbatched = self.saved_tensors()
+        name, kept, geo, unbatched = self.saved_tensors()
         grad = grad_output.unsqueeze(0) if unbatched else grad_output
         check_grad_shape(grad, (geo.n, self.out_channels, geo.ho, geo.wo), type(self).__name__)
-        ws, g, co = self._workspace, self.groups, self.out_channels
-        matrix = _im2col.grad_matrix(grad, ws)
-        if self.bias is not None:
-            self.bias.accumulate(matrix.sum(1))
-        # columns @ grad^T, then transposed: faster than grad @ columns^T for these shapes
+        ws, g = self._workspace, self.groups
+        matrix = None
+        if geo.rows_forward:
+            if self.bias is not None:
+                self.bias.accumulate(grad.sum((0, 2, 3)))
+            grad_weight = _rows.weight_grad(kept, grad, geo, g)
+        else:
+            matrix = _im2col.grad_matrix(grad, ws)
+            if self.bias is not None:
+                self.bias.accumulate(matrix.sum(1))
+            grad_weight = self._weight_grad_columns(kept, matrix, geo)
+        self.weight.accumulate(grad_weight)
+        ws.give(name, kept)
+        if not self.needs_input_grad:
+            return None
+        if geo.rows:
+            padded = _rows.input_grad(grad, self.weight.data, geo, g, ws)
+        else:
+            if matrix is None:
+                matrix = _im2col.grad_matrix(grad, ws)
+            padded = self._input_grad_fold(matrix, geo)
+        grad_input = _im2col.unpad(padded, geo, self.padding_mode)
+        return grad_input.squeeze(0) if unbatched else grad_input
+
+    def _weight_grad_columns(self, columns: Tensor, matrix: Tensor, geo: ConvGeometry) -> Tensor:
+        """dL/dW = G X^T, computed as (X G^T)^T: faster for these shapes."""
+        g, co = self.groups, self.out_channels
         if g == 1:
             grad_weight = torch.mm(columns, matrix.t()).t()
         else:
             grad_weight = torch.bmm(
                 columns.view(g, -1, geo.length), matrix.view(g, co // g, geo.length).transpose(1, 2)
             ).transpose(1, 2)
-        self.weight.accumulate(grad_weight.reshape(self.weight.data.shape).contiguous())
-        ws.give("columns", columns)
-        if not self.needs_input_grad:
-            return None
-        weight = self.weight.data
-        padded = ws.scratch("grad_input", (geo.c, geo.n, geo.hp, geo.wp), grad)
-        if geo.rows:
-            cg, kh, kw = weight.shape[1], geo.kh, geo.kw
-            # flipped[grp, (c, i), (o, j')] = weight[o, c, i, kw-1-j'] within each group
-            flipped = (
-                weight.view(g, co // g, cg, kh, kw)
-                .flip(-1)
-                .permute(0, 2, 3, 1, 4)
-                .reshape(g, cg * kh, co // g * kw)
-            )
-            shifted = _im2col.shifted_grad(grad, geo, ws).view(g, co // g * kw, geo.wide_length)
-            partial = ws.scratch("partial", (geo.c * kh, geo.wide_length), grad)
-            if g == 1:
-                torch.mm(flipped[0], shifted[0], out=partial)
-            else:
-                torch.bmm(flipped, shifted, out=partial.view(g, cg * kh, geo.wide_length))
-            _im2col.add_rows(partial, geo, padded)
+        return grad_weight.reshape(self.weight.data.shape).contiguous()
+
+    def _input_grad_fold(self, matrix: Tensor, geo: ConvGeometry) -> Tensor:
+        """Padded input gradient: W^T G folded back onto the input ("fold" method)."""
+        g, co = self.groups, self.out_channels
+        w_t = self.weight.data.reshape(g, co // g, -1).transpose(1, 2)
+        grouped = matrix.view(g, co // g, geo.length)
+        grad_columns = self._workspace.scratch(
+            "grad_columns", (geo.c * geo.kh * geo.kw, geo.length), matrix
+        )
+        if g == 1:
+            torch.mm(w_t[0], grouped[0], out=grad_columns)
         else:
-            w_t = weight.reshape(g, co // g, -1).transpose(1, 2)
-            grouped = matrix.view(g, co // g, geo.length)
-            grad_columns = ws.scratch("grad_columns", (geo.c * geo.kh * geo.kw, geo.length), grad)
-            if g == 1:
-                torch.mm(w_t[0], grouped[0], out=grad_columns)
-            else:
-                torch.bmm(w_t, grouped, out=grad_columns.view(g, -1, geo.length))
-            _im2col.fold(grad_columns, geo, padded)
-        grad_input = _im2col.unpad(padded, geo, self.padding_mode)
-        return grad_input.squeeze(0) if unbatched else grad_input
+            torch.bmm(w_t, grouped, out=grad_columns.view(g, -1, geo.length))
+        padded = self._workspace.scratch("grad_input", (geo.c, geo.n, geo.hp, geo.wp), matrix)
+        return _im2col.fold(grad_columns, geo, padded)
 
     def extra_repr(self) -> str:
         text = (

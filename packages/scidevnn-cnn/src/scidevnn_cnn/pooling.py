@@ -11,6 +11,9 @@ from torch import Tensor
 from scidevnn.module import Module
 from scidevnn_cnn._args import IntOrPair, as_batch, check_grad_shape, pair
 
+#: Input shapes whose geometry a layer remembers (then it starts over).
+_CACHE_SIZE = 32
+
 
 @dataclass(frozen=True)
 class PoolGeometry:
@@ -149,15 +152,22 @@ class MaxPool2d(Module):
         if min(*self._kernel, *self._stride, *self._dilation) <= 0:
             raise ValueError(f"{name}: kernel_size, stride and dilation must be positive")
         _check_padding(self._kernel, self._padding, name)
-        self._geometry: dict[tuple[int, ...], PoolGeometry] = {}
+        self._geometry: dict[tuple[int | str, ...], PoolGeometry] = {}
 
     def _plan(self, x: Tensor) -> PoolGeometry:
-        key = tuple(x.shape)
+        key = (*x.shape, str(x.device))  # the geometry caches index tensors on the device
         geo = self._geometry.get(key)
         if geo is None:
+            if len(self._geometry) >= _CACHE_SIZE:
+                self._geometry.clear()
             geo = make_pool_geometry(
-                key, self._kernel, self._stride, self._padding, self._dilation,
-                self.ceil_mode, type(self).__name__,
+                tuple(x.shape),
+                self._kernel,
+                self._stride,
+                self._padding,
+                self._dilation,
+                self.ceil_mode,
+                type(self).__name__,
             )
             self._geometry[key] = geo
         return geo
@@ -277,14 +287,21 @@ class AvgPool2d(Module):
         if divisor_override is not None and divisor_override == 0:
             raise ValueError(f"{name}: divisor_override must be non-zero")
         _check_padding(self._kernel, self._padding, name)
-        self._geometry: dict[tuple[int, ...], PoolGeometry] = {}
+        self._geometry: dict[tuple[int | str, ...], PoolGeometry] = {}
 
     def _plan(self, x: Tensor) -> PoolGeometry:
-        key = tuple(x.shape)
+        key = (*x.shape, str(x.device))  # the geometry caches index tensors on the device
         geo = self._geometry.get(key)
         if geo is None:
+            if len(self._geometry) >= _CACHE_SIZE:
+                self._geometry.clear()
             geo = make_pool_geometry(
-                key, self._kernel, self._stride, self._padding, (1, 1), self.ceil_mode,
+                tuple(x.shape),
+                self._kernel,
+                self._stride,
+                self._padding,
+                (1, 1),
+                self.ceil_mode,
                 type(self).__name__,
             )
             self._geometry[key] = geo
@@ -341,4 +358,3 @@ class AvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
