@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 import scidevnn_cnn
+from scidevnn.testing import build_pair
+from scidevnn.testing import leaf as leaf
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -25,23 +27,7 @@ PAIRS: dict[str, tuple[type[Any], type[torch.nn.Module]]] = {
 
 def make_pair(name: str, *args: Any, seed: int = 0, **kwargs: Any) -> tuple[Any, torch.nn.Module]:
     """(ours, torch's) built from the same seed; asserts their state dicts are identical."""
-    ours_cls, torch_cls = PAIRS[name]
-    torch.manual_seed(seed)
-    ours = ours_cls(*args, **kwargs)
-    torch.manual_seed(seed)
-    theirs = torch_cls(*args, **kwargs)
-    ours_state, their_state = ours.state_dict(), theirs.state_dict()
-    assert list(ours_state) == list(their_state)
-    for key, value in their_state.items():
-        assert ours_state[key].dtype == value.dtype, key
-        assert ours_state[key].shape == value.shape, key
-        assert torch.equal(ours_state[key], value), f"{name} {key}: initialisation differs"
-    return ours, theirs
-
-
-def leaf(tensor: Tensor) -> Tensor:
-    """A copy of ``tensor`` that requires grad (a torch autograd leaf)."""
-    return tensor.detach().clone().requires_grad_(True)
+    return build_pair(*PAIRS[name], *args, seed=seed, **kwargs)
 
 
 def tolerance(dtype: torch.dtype) -> float:

@@ -12,6 +12,7 @@ import scidevnn_cnn
 from scidevnn import plugins
 from scidevnn.errors import UnknownLayerError
 from scidevnn.plugins import Registry, make_plugin_manager
+from scidevnn.testing import fresh_registry
 from scidevnn_cnn import course
 
 LAYERS = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "Dropout", "Dropout2d"]
@@ -24,12 +25,9 @@ COURSE = {
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    plugins.reset_registry(None)
-    try:
+def _fresh_registry() -> Iterator[None]:
+    with fresh_registry():
         yield
-    finally:
-        plugins.reset_registry(None)
 
 
 def test_entry_point_is_declared() -> None:

@@ -12,7 +12,7 @@ from cnn_reference import DTYPES
 
 import scidevnn
 from scidevnn.module import Module
-from scidevnn.storage import load_model, save_model
+from scidevnn.testing import check_storage_round_trip
 from scidevnn_cnn import AvgPool2d, BatchNorm2d, Conv2d, Dropout, Dropout2d, MaxPool2d, ReLU
 
 
@@ -62,17 +62,4 @@ def test_round_trip(case: str, dtype: torch.dtype, tmp_path: Path) -> None:
     for _ in range(2):  # training steps so the running statistics are not the initial ones
         model(x.clone())
         model.clear_saved()
-    model.eval()
-    path = tmp_path / "model.h5"
-    save_model(model, path)
-    loaded = load_model(path).eval()
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    assert repr(loaded) == repr(model)
-    original, restored = model.state_dict(), loaded.state_dict()
-    assert list(original) == list(restored)
-    for key, value in original.items():
-        assert restored[key].dtype == value.dtype, key
-        assert torch.equal(restored[key], value), key
-    with scidevnn.no_grad():
-        assert torch.equal(loaded(x.clone()), model(x.clone()))
+    check_storage_round_trip(model, x, tmp_path / "model.h5")

@@ -21,6 +21,7 @@ from scidevnn.hookspecs import RegisterFn, hookimpl
 from scidevnn.module import Module
 from scidevnn.plugins import Registry, make_plugin_manager
 from scidevnn.storage import load_model, save_model
+from scidevnn.testing import fresh_registry
 
 CORE_LAYERS = ["Flatten", "Identity", "Linear", "LogSoftmax", "Sequential", "Sigmoid", "Softmax"]
 PLUGIN = "scale-test"
@@ -28,13 +29,10 @@ DISTRIBUTION = "scidevnn-scale-test"
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
+def _fresh_registry() -> Iterator[None]:
     """Every test starts from, and leaves behind, a registry rebuilt on next use."""
-    plugins.reset_registry(None)
-    try:
+    with fresh_registry():
         yield
-    finally:
-        plugins.reset_registry(None)
 
 
 def core_only() -> Registry:

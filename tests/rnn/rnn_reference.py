@@ -1,5 +1,6 @@
 """Helpers for the rnn tests: build a SciDevNN layer and its torch.nn namesake with the same
-weights (drawn from the same seed, which also checks that the initialisation matches)."""
+weights (drawn from the same seed, which also checks that the initialisation matches), and
+random initial states for a sequence layer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import torch
 
 import scidevnn_rnn
+from scidevnn.testing import build_pair
+from scidevnn.testing import leaf as leaf
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -23,19 +26,14 @@ PAIRS: dict[str, tuple[type[Any], type[torch.nn.Module]]] = {
 
 def make_pair(name: str, *args: Any, seed: int = 0, **kwargs: Any) -> tuple[Any, torch.nn.Module]:
     """(ours, torch's) built from the same seed; asserts their state dicts are identical."""
-    ours_cls, torch_cls = PAIRS[name]
-    torch.manual_seed(seed)
-    ours = ours_cls(*args, **kwargs)
-    torch.manual_seed(seed)
-    theirs = torch_cls(*args, **kwargs)
-    ours_state, their_state = ours.state_dict(), theirs.state_dict()
-    assert list(ours_state) == list(their_state)
-    for key, value in their_state.items():
-        assert ours_state[key].dtype == value.dtype, key
-        assert torch.equal(ours_state[key], value), f"{name} {key}: initialisation differs"
-    return ours, theirs
+    return build_pair(*PAIRS[name], *args, seed=seed, **kwargs)
 
 
-def leaf(tensor: torch.Tensor) -> torch.Tensor:
-    """A copy of ``tensor`` that requires grad (a torch autograd leaf)."""
-    return tensor.detach().clone().requires_grad_(True)
+def initial_states(layer: Any, batch: int | None, dtype: torch.dtype) -> Any:
+    """Random ``hx`` for a sequence layer: h_0 (layers*D, N, H_out), LSTM's pair (h_0, c_0);
+    ``batch=None`` for unbatched input (no N dimension)."""
+    lead = (layer.num_layers * layer.num_directions,) + (() if batch is None else (batch,))
+    h0 = torch.randn(*lead, layer.proj_size or layer.hidden_size, dtype=dtype)
+    if layer.mode == "LSTM":
+        return h0, torch.randn(*lead, layer.hidden_size, dtype=dtype)
+    return h0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from rnn_reference import DTYPES, make_pair
+from rnn_reference import DTYPES, initial_states, make_pair
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from scidevnn.module import Module
@@ -56,14 +56,6 @@ class TorchWithLengths(torch.nn.Module):
         return padded, states
 
 
-def hx_for(layer: Any, batch: int, dtype: torch.dtype) -> Any:
-    lead = (layer.num_layers * layer.num_directions, batch)
-    h0 = torch.randn(*lead, layer.proj_size or layer.hidden_size, dtype=dtype)
-    if layer.mode == "LSTM":
-        return h0, torch.randn(*lead, layer.hidden_size, dtype=dtype)
-    return h0
-
-
 LAYERS: list[tuple[str, dict[str, Any]]] = [
     ("LSTM", {}),
     ("LSTM", {"proj_size": 2}),
@@ -105,7 +97,7 @@ def test_lengths_match_pack_padded_sequence(
     batch = len(lengths)
     shape = (batch, STEPS, INPUT) if batch_first else (STEPS, batch, INPUT)
     x = torch.randn(shape, dtype=dtype)
-    hx = hx_for(ours, batch, dtype) if with_hx else None
+    hx = initial_states(ours, batch, dtype) if with_hx else None
     output = check_layer(OursWithLengths(ours), TorchWithLengths(theirs), (x, hx, lengths))
     padded = output[0] if batch_first else output[0].transpose(0, 1)
     for row, length in enumerate(lengths.tolist()):

@@ -12,6 +12,7 @@ import scidevnn_rnn
 from scidevnn import plugins
 from scidevnn.errors import UnknownLayerError
 from scidevnn.plugins import Registry, make_plugin_manager
+from scidevnn.testing import fresh_registry
 from scidevnn_rnn import course
 
 LAYERS = ["Tanh", "RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "LastStep"]
@@ -19,12 +20,9 @@ COURSE = {"RNNCell": course.RNNCell, "LSTMCell": course.LSTMCell, "Tanh": course
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry() -> Iterator[None]:
-    plugins.reset_registry(None)
-    try:
+def _fresh_registry() -> Iterator[None]:
+    with fresh_registry():
         yield
-    finally:
-        plugins.reset_registry(None)
 
 
 def test_entry_point_is_declared() -> None:

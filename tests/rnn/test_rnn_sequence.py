@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from rnn_reference import DTYPES, make_pair
+from rnn_reference import DTYPES, initial_states, make_pair
 
 import scidevnn
 from scidevnn.errors import BackwardError
@@ -37,14 +37,6 @@ def make_input(batch_first: bool, batched: bool, dtype: torch.dtype) -> torch.Te
     return torch.randn(shape, dtype=dtype)
 
 
-def make_hx(layer: Any, batched: bool, dtype: torch.dtype, batch: int = BATCH) -> Any:
-    lead = (layer.num_layers * layer.num_directions,) + ((batch,) if batched else ())
-    h0 = torch.randn(*lead, layer.proj_size or layer.hidden_size, dtype=dtype)
-    if layer.mode == "LSTM":
-        return h0, torch.randn(*lead, layer.hidden_size, dtype=dtype)
-    return h0
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time-first", "batch-first"])
@@ -71,7 +63,7 @@ def test_sequence_layer_matches_torch(
         **options,
     )
     x = make_input(batch_first, True, dtype)
-    inputs = (x, make_hx(ours, True, dtype)) if with_hx else x
+    inputs = (x, initial_states(ours, BATCH, dtype)) if with_hx else x
     check_layer(ours, theirs, inputs)
 
 
@@ -82,7 +74,7 @@ def test_sequence_layer_unbatched(name: str, options: dict[str, Any], with_hx: b
         name, INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=torch.float64, **options
     )
     x = make_input(False, False, torch.float64)
-    check_layer(ours, theirs, (x, make_hx(ours, False, torch.float64)) if with_hx else x)
+    check_layer(ours, theirs, (x, initial_states(ours, None, torch.float64)) if with_hx else x)
 
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
@@ -92,7 +84,7 @@ def test_sequence_layer_without_bias_and_three_layers(name: str) -> None:
     )
     assert not any("bias" in key for key in ours.state_dict())
     x = make_input(False, True, torch.float64)
-    check_layer(ours, theirs, (x, make_hx(ours, True, torch.float64)))
+    check_layer(ours, theirs, (x, initial_states(ours, BATCH, torch.float64)))
 
 
 @pytest.mark.parametrize(("name", "options"), LAYERS, ids=LAYER_IDS)
@@ -101,7 +93,7 @@ def test_sequence_layer_finite_differences(name: str, options: dict[str, Any]) -
         name, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **options
     )
     x = torch.randn(3, 2, 3, dtype=torch.float64)
-    hx = make_hx(ours, True, torch.float64, batch=2)
+    hx = initial_states(ours, 2, torch.float64)
     check_finite_differences(ours, (x, hx), max_entries=16)
 
 

@@ -13,8 +13,8 @@ from rnn_reference import DTYPES
 
 import scidevnn
 from scidevnn.module import Module
-from scidevnn.storage import load_model, save_model
-from scidevnn.testing import flatten
+from scidevnn.storage import save_model
+from scidevnn.testing import check_storage_round_trip
 from scidevnn_rnn import GRU, LSTM, RNN, GRUCell, LastStep, LSTMCell, RNNCell, Tanh
 
 
@@ -49,23 +49,7 @@ CASES: dict[str, tuple[Any, tuple[int, ...]]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_round_trip(case: str, dtype: torch.dtype, tmp_path: Path) -> None:
     build, shape = CASES[case]
-    model = build(dtype).eval()
-    path = tmp_path / "model.h5"
-    save_model(model, path)
-    loaded = load_model(path).eval()
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    assert repr(loaded) == repr(model)
-    original, restored = model.state_dict(), loaded.state_dict()
-    assert list(original) == list(restored)
-    for key, value in original.items():
-        assert restored[key].dtype == value.dtype
-        assert torch.equal(restored[key], value), key
-    x = torch.randn(shape, dtype=dtype)
-    with scidevnn.no_grad():
-        before, after = model(x), loaded(x)
-    for a, b in zip(flatten(before), flatten(after), strict=True):
-        assert a is not None and b is not None and torch.equal(a, b)
+    check_storage_round_trip(build(dtype), torch.randn(shape, dtype=dtype), tmp_path / "model.h5")
 
 
 def test_file_names_rnn_types_and_torch_keys(tmp_path: Path) -> None:

@@ -287,6 +287,7 @@ def train(
     A checkpoint is saved after every epoch; Ctrl-C saves one and stops.
     """
     from mnist_cli.training import train_model
+    from scidevnn.distributed import is_main_process, shutdown
 
     console = _stdout()
     with _errors():
@@ -310,6 +311,10 @@ def train(
             reporter=make_reporter(console),
             nproc=nproc,
         )
+        main_process = is_main_process()
+        shutdown()  # under torchrun: leave the process group train_model joined
+        if not main_process:  # under torchrun: worker 0 alone reports
+            return
         if result.test_accuracy is not None:
             _say(
                 console,

@@ -20,11 +20,9 @@ latest, usually at once, with a one-line error; the last checkpoint stays.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-from dataclasses import asdict
 from multiprocessing.queues import Queue
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +31,10 @@ import torch.distributed as dist
 import torch.multiprocessing as torch_mp
 from torch import Tensor
 
-from mnist_cli.checkpoint import PartialEpoch
-from mnist_cli.errors import AppError, TrainingDivergedError, TrainingInterrupted
-from mnist_cli.inference import evaluate_loss_accuracy
+from mnist_cli.errors import AppError
 from mnist_cli.preprocess import normalize
 from mnist_cli.reporting import EpochStats, Reporter, SilentReporter
-from mnist_cli.training import _InterruptFlag, _Run, stream_generator
+from mnist_cli.training import StepResult, _InterruptFlag, _Run
 from scidevnn import CrossEntropyLoss
 from scidevnn import distributed as sdist
 from scidevnn.distributed.group import collective_failed
@@ -87,13 +83,10 @@ class DistributedRun(_Run):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rank, self.world_size = sdist.get_rank(), sdist.get_world_size()
-        if self.rank != 0:
-            self.reporter = SilentReporter()
         # Worker 0's BatchNorm running statistics are the ones saved: no need to broadcast
         # them before every step.
-        self.parallel = sdist.DistributedDataParallel(self.model, broadcast_buffers=False)
+        self.network = sdist.DistributedDataParallel(self.model, broadcast_buffers=False)
         self.criterion = CrossEntropyLoss(reduction="none")
-        self.stop = False  # Ctrl-C seen by any worker, agreed by all
 
     # -------------------------------------------------------------- worker 0 alone writes
     def _save(self) -> None:
@@ -101,16 +94,22 @@ class DistributedRun(_Run):
             super()._save()
         self.saved_epoch = self.state.epoch
 
+    def _checkpoint_written(self) -> None:
+        sdist.barrier()  # worker 0 has written the checkpoint
+
     def _write_extras(self) -> None:
         if self.rank == 0:
             super()._write_extras()
+
+    def _validate(self) -> tuple[float | None, float | None]:
+        return super()._validate() if self.rank == 0 else (None, None)
 
     def _test(self) -> None:
         if self.rank == 0:
             super()._test()
         self.state.finished = True
 
-    # -------------------------------------------------------------- the loop
+    # -------------------------------------------------------------- one step, split
     def _shard(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """This worker's images of a batch, and a loss weight per image (0 for padding)."""
         n = int(index.shape[0])
@@ -120,107 +119,34 @@ class DistributedRun(_Run):
         weights = (slots < n).to(torch.float32) * (self.world_size / n)
         return index[positions], weights
 
-    def run(self, interrupt: _InterruptFlag) -> None:
-        for epoch in range(self.state.epoch + 1, self.config.epochs + 1):
-            self._epoch(epoch, interrupt)
-            self.epochs_run += 1
-            if self.stop and epoch < self.config.epochs:
-                raise TrainingInterrupted(
-                    f"interrupted after epoch {epoch}: the checkpoint is in {self.out}; "
-                    f"continue with: mnist-cli train --resume {self.out}"
-                )
-
-    def _epoch(self, epoch: int, interrupt: _InterruptFlag) -> None:
-        config, state = self.config, self.state
-        lr = config.lr_at(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        order = torch.randperm(len(self.labels), generator=stream_generator(config.seed, epoch))
-        order = order.to(self.device)
-        partial = state.partial
-        batches = self.batches
-        self.reporter.start_epoch(epoch, config.epochs, batches, state.step)
-        self.parallel.train()
-        started = time.perf_counter()
-        for step in range(state.step, batches):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            shard, weights = self._shard(index)
-            x = normalize(self.images[shard])
-            y = self.labels[shard]
-            self.optimizer.zero_grad()
-            logits = self.parallel(x)
-            losses = self.criterion(logits, y)
-            real = weights > 0
-            flag = torch.tensor(float(interrupt.requested), dtype=torch.float64)
-            totals = torch.stack(
-                [
-                    (losses * real).sum().double(),
-                    ((logits.argmax(1) == y) & real).sum().double(),
-                    flag.to(losses.device),
-                ]
-            )
-            summing = _start_sum(totals)  # travels while the backward runs
-            self.parallel.backward(self.criterion.backward(weights.to(losses.dtype)))
-            loss_sum, correct, stops = _finish_sum(summing, totals).tolist()
-            count = int(index.shape[0])
-            if not math.isfinite(loss_sum):  # every worker sees the same sum: all stop here
-                raise TrainingDivergedError(
-                    f"training stopped: the loss became {loss_sum / count} at epoch {epoch}, "
-                    f"batch {step + 1}/{batches} (learning rate {lr:.3g}; try a smaller --lr); "
-                    f"{self._kept()}"
-                )
-            self.optimizer.step()
-            partial.loss_sum += loss_sum
-            partial.correct += round(correct)
-            partial.seen += count
-            elapsed = time.perf_counter() - started
-            self.reporter.update(
-                step + 1,
-                partial.loss_sum / partial.seen,
-                partial.correct / partial.seen,
-                partial.seen / max(partial.seconds + elapsed, 1e-9),
-            )
-            self.stop = stops > 0
-            if self.stop and step + 1 < batches:
-                partial.seconds += elapsed
-                state.step = step + 1
-                self._save()
-                sdist.barrier()  # worker 0 has written the checkpoint
-                raise TrainingInterrupted(
-                    f"interrupted at epoch {epoch}, batch {step + 1}/{batches}: the checkpoint "
-                    f"is in {self.out}; continue with: mnist-cli train --resume {self.out}"
-                )
-        partial.seconds += time.perf_counter() - started
-        self._end_epoch(epoch, lr, partial)
-        agreed = torch.tensor([float(interrupt.requested or self.stop)], dtype=torch.float64)
-        self.stop = bool(_sum_over_workers(agreed.to(self.device)).item() > 0)
-
-    def _end_epoch(self, epoch: int, lr: float, partial: PartialEpoch) -> None:
-        """Validation, history, test after the last epoch, and the files (worker 0)."""
-        val_loss = val_accuracy = None
-        splits = self.splits
-        if self.rank == 0 and splits.val_images is not None and splits.val_labels is not None:
-            val_loss, val_accuracy = evaluate_loss_accuracy(
-                self.model, splits.val_images, splits.val_labels, device=self.device
-            )
-        stats = EpochStats(
-            epoch=epoch,
-            loss=partial.loss_sum / max(partial.seen, 1),
-            accuracy=partial.correct / max(partial.seen, 1),
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=lr,
-            images_per_second=partial.seen / max(partial.seconds, 1e-9),
-            seconds=partial.seconds,
+    def _step(self, index: Tensor, interrupt: _InterruptFlag) -> StepResult:
+        """This worker's share of the batch; the totals (and Ctrl-C) summed over the workers."""
+        shard, weights = self._shard(index)
+        x = normalize(self.images[shard])
+        y = self.labels[shard]
+        logits = self.network(x)
+        losses = self.criterion(logits, y)
+        real = weights > 0
+        flag = torch.tensor(float(interrupt.requested), dtype=torch.float64)
+        totals = torch.stack(
+            [
+                (losses * real).sum().double(),
+                ((logits.argmax(1) == y) & real).sum().double(),
+                flag.to(losses.device),
+            ]
         )
-        state = self.state
-        state.history.append(asdict(stats))
-        state.epoch, state.step, state.partial = epoch, 0, PartialEpoch()
-        if epoch == self.config.epochs:
-            self._test()
-        self._save()
-        self._write_extras()
-        self.reporter.end_epoch(stats)
+        summing = _start_sum(totals)  # travels while the backward runs
+        self.network.backward(self.criterion.backward(weights.to(losses.dtype)))
+        loss_sum, correct, stops = _finish_sum(summing, totals).tolist()
+        # every worker sees the same sums: a non-finite loss stops them all at this step
+        return StepResult(loss_sum, round(correct), int(index.shape[0]), stops > 0)
+
+    def _stop_requested(self, result: StepResult, interrupt: _InterruptFlag) -> bool:
+        return result.stop_requested
+
+    def _agree(self, stop: bool) -> bool:
+        agreed = torch.tensor([float(stop)], dtype=torch.float64)
+        return bool(_sum_over_workers(agreed.to(self.device)).item() > 0)
 
 
 # ------------------------------------------------------------------ the parent's side

@@ -234,8 +234,26 @@ class _InterruptFlag:
 
 
 # --------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class StepResult:
+    """One training step's totals over the whole batch (every worker's images together)."""
+
+    #: The sum of the per-image losses; not finite when the run diverged (no step is taken).
+    loss_sum: float
+    correct: int
+    count: int
+    #: A Ctrl-C every worker agreed on during the step (a process alone reads its flag instead).
+    stop_requested: bool = False
+
+
 class _Run:
-    """One training run: state, the loop, and what it writes after every epoch."""
+    """One training run: state, the loop, and what it writes after every epoch.
+
+    The hooks a data-parallel run overrides (``mnist_cli.distributed_train``): ``_step`` (one
+    batch's forward and backward), ``_stop_requested`` and ``_agree`` (the Ctrl-C decision),
+    ``_validate``, ``_test``, ``_save``, ``_checkpoint_written`` and ``_write_extras`` (worker 0
+    alone evaluates and writes), and ``network`` (the module the steps call).
+    """
 
     def __init__(
         self,
@@ -252,6 +270,8 @@ class _Run:
     ) -> None:
         self.config = config
         self.model = model
+        #: The module each step calls: the model itself, or a wrapper around it.
+        self.network: Module = model
         self.optimizer = optimizer
         self.state = state
         self.splits = splits
@@ -266,6 +286,7 @@ class _Run:
         self.images = splits.train_images.to(device)
         self.labels = splits.train_labels.to(device)
         self.epochs_run = 0
+        self.stop = False  # Ctrl-C seen (in a group: by any worker, agreed by all)
 
     @property
     def batches(self) -> int:
@@ -276,6 +297,9 @@ class _Run:
             self.out, self.model, self.optimizer, self.config, self.state, NORMALIZATION
         )
         self.saved_epoch = self.state.epoch
+
+    def _checkpoint_written(self) -> None:
+        """After the mid-epoch checkpoint of a Ctrl-C, before the run stops."""
 
     def _kept(self) -> str:
         if self.saved_epoch is None:
@@ -293,11 +317,33 @@ class _Run:
         for epoch in range(self.state.epoch + 1, self.config.epochs + 1):
             self._epoch(epoch, interrupt)
             self.epochs_run += 1
-            if interrupt.requested and epoch < self.config.epochs:
+            if self.stop and epoch < self.config.epochs:
                 raise TrainingInterrupted(
                     f"interrupted after epoch {epoch}: the checkpoint is in {self.out}; "
                     f"continue with: mnist-cli train --resume {self.out}"
                 )
+
+    def _step(self, index: Tensor, interrupt: _InterruptFlag) -> StepResult:
+        """Forward and backward of the batch ``index`` (gradients zeroed, no optimizer step)."""
+        x = normalize(self.images[index])
+        y = self.labels[index]
+        logits = self.network(x)
+        loss = float(self.criterion(logits, y))
+        count = int(index.shape[0])
+        if not math.isfinite(loss):  # no backward: the loop stops the run
+            self.network.clear_saved()
+            self.criterion.clear_saved()
+            return StepResult(loss * count, 0, count)
+        self.network.backward(self.criterion.backward())
+        return StepResult(loss * count, int((logits.argmax(1) == y).sum()), count)
+
+    def _stop_requested(self, result: StepResult, interrupt: _InterruptFlag) -> bool:
+        """Whether to stop after this step (read after its report, which may press Ctrl-C)."""
+        return interrupt.requested
+
+    def _agree(self, stop: bool) -> bool:
+        """Whether to stop after the epoch, given this process's wish (a group's: any's)."""
+        return stop
 
     def _epoch(self, epoch: int, interrupt: _InterruptFlag) -> None:
         config, state = self.config, self.state
@@ -309,29 +355,22 @@ class _Run:
         partial = state.partial
         batches = self.batches
         self.reporter.start_epoch(epoch, config.epochs, batches, state.step)
-        self.model.train()
+        self.network.train()
         started = time.perf_counter()
         for step in range(state.step, batches):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = normalize(self.images[index])
-            y = self.labels[index]
             self.optimizer.zero_grad()
-            logits = self.model(x)
-            loss = float(self.criterion(logits, y))
-            if not math.isfinite(loss):
-                self.model.clear_saved()
-                self.criterion.clear_saved()
+            result = self._step(index, interrupt)
+            if not math.isfinite(result.loss_sum):  # in a group every worker stops here
                 raise TrainingDivergedError(
-                    f"training stopped: the loss became {loss} at epoch {epoch}, batch "
-                    f"{step + 1}/{batches} (learning rate {lr:.3g}; try a smaller --lr); "
-                    f"{self._kept()}"
+                    f"training stopped: the loss became {result.loss_sum / result.count} at "
+                    f"epoch {epoch}, batch {step + 1}/{batches} (learning rate {lr:.3g}; try a "
+                    f"smaller --lr); {self._kept()}"
                 )
-            self.model.backward(self.criterion.backward())
             self.optimizer.step()
-            count = int(index.shape[0])
-            partial.loss_sum += loss * count
-            partial.correct += int((logits.argmax(1) == y).sum())
-            partial.seen += count
+            partial.loss_sum += result.loss_sum
+            partial.correct += result.correct
+            partial.seen += result.count
             elapsed = time.perf_counter() - started
             self.reporter.update(
                 step + 1,
@@ -339,20 +378,18 @@ class _Run:
                 partial.correct / partial.seen,
                 partial.seen / max(partial.seconds + elapsed, 1e-9),
             )
-            if interrupt.requested and step + 1 < batches:
+            self.stop = self._stop_requested(result, interrupt)
+            if self.stop and step + 1 < batches:
                 partial.seconds += elapsed
                 state.step = step + 1
                 self._save()
+                self._checkpoint_written()
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch}, batch {step + 1}/{batches}: the checkpoint "
                     f"is in {self.out}; continue with: mnist-cli train --resume {self.out}"
                 )
         partial.seconds += time.perf_counter() - started
-        val_loss = val_accuracy = None
-        if self.splits.val_images is not None and self.splits.val_labels is not None:
-            val_loss, val_accuracy = evaluate_loss_accuracy(
-                self.model, self.splits.val_images, self.splits.val_labels, device=self.device
-            )
+        val_loss, val_accuracy = self._validate()
         stats = EpochStats(
             epoch=epoch,
             loss=partial.loss_sum / max(partial.seen, 1),
@@ -370,6 +407,15 @@ class _Run:
         self._save()
         self._write_extras()
         self.reporter.end_epoch(stats)
+        self.stop = self._agree(interrupt.requested or self.stop)
+
+    def _validate(self) -> tuple[float | None, float | None]:
+        """Loss and accuracy on the validation images (None, None without them)."""
+        if self.splits.val_images is None or self.splits.val_labels is None:
+            return None, None
+        return evaluate_loss_accuracy(
+            self.model, self.splits.val_images, self.splits.val_labels, device=self.device
+        )
 
     def _test(self) -> None:
         self.state.finished = True
@@ -492,6 +538,12 @@ def train_model(
         opt = make_optimizer(config.optimizer, net, config.lr)
     net.needs_input_grad = False  # the first layer's input is data: no gradient needed
 
+    from mnist_cli.distributed_train import run_class  # data-parallel inside a process group
+    from scidevnn.distributed import is_main_process
+
+    run_type = run_class()
+    if not is_main_process():  # under torchrun: worker 0 alone reports
+        reporter = SilentReporter()
     parameters = sum(p.numel() for p in net.parameters())
     spec = get_spec(config.model)
     reporter.message(
@@ -505,9 +557,7 @@ def train_model(
         + (f"; from epoch {state.epoch}" if resume_path else "")
         + (f", batch {state.step}" if resume_path and state.step else "")
     )
-    from mnist_cli.distributed_train import run_class  # data-parallel inside a process group
-
-    run = run_class()(
+    run = run_type(
         config, net, opt, state, splits, target, out_path, plot_path, reporter, saved_epoch
     )
     try:

@@ -14,6 +14,9 @@ pays thousands of page faults for memory it used a moment ago. A workspace keeps
 
 Only the most recent shape is kept per name: a new input size replaces the old tensors.
 
+A workspace is a cache: pickled or deep-copied (a trained model handed back from a worker
+process, say) it travels empty, and the copy allocates its own tensors at its first call.
+
 Why a new tensor is allocated twice (CPU only): glibc's malloc serves blocks above its mmap
 threshold (128 KiB at start) with fresh mappings, and raises that threshold to the size of the
 largest such block freed. A workspace that never frees would leave it low, and every megabyte
@@ -76,3 +79,6 @@ class Workspace:
     def clear(self) -> None:
         self._scratch.clear()
         self._free.clear()
+
+    def __reduce__(self) -> tuple[type[Workspace], tuple[()]]:
+        return Workspace, ()  # a cache: a copy starts empty (module docstring)

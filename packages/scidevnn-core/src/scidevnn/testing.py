@@ -9,6 +9,14 @@ Two independent oracles:
 - ``check_finite_differences(layer, inputs)`` compares the layer's backward with central
   differences of ``<forward(x), grad_output>`` in float64: it needs no reference at all.
 
+Helpers for a plugin's own tests:
+
+- ``build_pair(MyConv, torch.nn.Conv2d, 3, 4, 3)`` builds the layer and its torch namesake from
+  one seed and checks that the initial weights are torch's, bit for bit.
+- ``check_storage_round_trip(layer, inputs)`` saves to HDF5, loads back and checks the copy.
+- ``with fresh_registry(): ...`` runs a block against a layer registry rebuilt from the
+  installed plugins (or a given one), and drops it afterwards.
+
 This is the one module of SciDevNN that calls torch autograd: it is the oracle the hand-written
 backward passes are judged by, never a part of them. Typical use in a plugin's tests::
 
@@ -19,13 +27,22 @@ backward passes are judged by, never a part of them. Typical use in a plugin's t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
+from scidevnn import plugins
 from scidevnn.module import Module, no_grad
+from scidevnn.storage import load_model, save_model
+
+ModuleT = TypeVar("ModuleT", bound=Module)
+ReferenceT = TypeVar("ReferenceT", bound=torch.nn.Module)
 
 Nested = Any  # a Tensor, None, or a tuple/list of Nested
 
@@ -131,6 +148,50 @@ def _as_tuple(inputs: Nested) -> tuple[Any, ...]:
     return inputs if isinstance(inputs, tuple) else (inputs,)
 
 
+def leaf(tensor: Tensor) -> Tensor:
+    """A detached copy of ``tensor`` that requires grad (a torch autograd leaf) when it is
+    floating point; other tensors are copied as they are."""
+    copy = tensor.detach().clone()
+    return copy.requires_grad_(True) if copy.is_floating_point() else copy
+
+
+def build_pair(
+    layer_cls: type[ModuleT],
+    reference_cls: type[ReferenceT],
+    *args: Any,
+    seed: int = 0,
+    **kwargs: Any,
+) -> tuple[ModuleT, ReferenceT]:
+    """``(layer_cls(*args, **kwargs), reference_cls(*args, **kwargs))``, each built right after
+    ``torch.manual_seed(seed)``.
+
+    Checks that the two state dicts have the same keys in the same order and, key by key, the
+    same dtype, shape and values (bit for bit): the layer mirrors its torch namesake's
+    parameters, buffers and initialisation. Raises ``AssertionError`` naming the first key that
+    differs.
+    """
+    torch.manual_seed(seed)
+    layer = layer_cls(*args, **kwargs)
+    torch.manual_seed(seed)
+    reference = reference_cls(*args, **kwargs)
+    name = layer_cls.__name__
+    ours, theirs = layer.state_dict(), reference.state_dict()
+    if list(ours) != list(theirs):
+        raise AssertionError(
+            f"{name}: state_dict keys {list(ours)} differ from torch's {list(theirs)}"
+        )
+    for key, value in theirs.items():
+        mine = ours[key]
+        if mine.dtype != value.dtype or mine.shape != value.shape:
+            raise AssertionError(
+                f"{name} {key}: {mine.dtype} {tuple(mine.shape)} differs from torch's "
+                f"{value.dtype} {tuple(value.shape)}"
+            )
+        if not torch.equal(mine, value):
+            raise AssertionError(f"{name} {key}: initialisation differs from torch's")
+    return layer, reference
+
+
 def check_layer(
     layer: Module,
     reference: torch.nn.Module | Callable[..., Any],
@@ -167,11 +228,6 @@ def check_layer(
     layer.zero_grad()
 
     ours_args = map_structure(lambda t: t.detach().clone(), args)
-
-    def leaf(tensor: Tensor) -> Tensor:
-        copy = tensor.detach().clone()
-        return copy.requires_grad_(True) if copy.is_floating_point() else copy
-
     ref_args = map_structure(leaf, args)
 
     output = layer(*ours_args)
@@ -191,9 +247,7 @@ def check_layer(
 
     if check_input_grad:
         ours = flatten(grad_input if isinstance(inputs, tuple) else (grad_input,))
-        theirs = [
-            t.grad if t is not None and t.requires_grad else None for t in flatten(ref_args)
-        ]
+        theirs = [t.grad if t is not None and t.requires_grad else None for t in flatten(ref_args)]
         if len(ours) != len(theirs):
             raise AssertionError(
                 f"{name}.backward returned {len(ours)} input gradients for {len(theirs)} inputs"
@@ -279,9 +333,7 @@ def check_finite_differences(
     targets: list[tuple[str, Tensor, Tensor | None]] = []
     if check_input_grad:
         analytic_inputs = flatten(grad_input if isinstance(inputs, tuple) else (grad_input,))
-        for position, (tensor, grad) in enumerate(
-            zip(flatten(args), analytic_inputs, strict=True)
-        ):
+        for position, (tensor, grad) in enumerate(zip(flatten(args), analytic_inputs, strict=True)):
             if tensor is not None and tensor.is_floating_point():
                 targets.append((f"input [{position}]", tensor, grad))
     for param_name, param in layer.named_parameters():
@@ -310,3 +362,70 @@ def check_finite_differences(
                     f"from the finite difference {numeric!r}"
                 )
 
+
+@contextmanager
+def fresh_registry(registry: plugins.Registry | None = None) -> Iterator[None]:
+    """Run the block with ``registry`` as the process-wide layer registry (None: one rebuilt
+    from the installed plugins on first use); afterwards drop it, so the next use rebuilds it.
+
+    For tests that register throw-away plugins or change ``SCIDEVNN_BLOCK_PLUGINS``: as a
+    pytest fixture, ``with fresh_registry(): yield``.
+    """
+    plugins.reset_registry(registry)
+    try:
+        yield
+    finally:
+        plugins.reset_registry(None)
+
+
+def check_storage_round_trip(
+    model: Module, inputs: Nested, path: str | os.PathLike[str] | None = None
+) -> Module:
+    """Save ``model`` to HDF5 at ``path`` (default: a temporary file), load it back and check
+    that the copy is the same model.
+
+    Checks the class, ``get_config()``, ``repr``, the state dict (same keys in the same order,
+    each tensor with the same dtype and bit-identical) and the outputs on ``inputs`` (a tensor
+    or a tuple of positional inputs, possibly nested), bit-identical in eval mode under
+    ``no_grad``; each call gets its own copy of the inputs, so in-place layers are fine.
+    ``model``'s training mode is restored. Returns the loaded model, in eval mode. Raises
+    ``AssertionError`` naming what differs.
+    """
+    if path is None:
+        with tempfile.TemporaryDirectory() as folder:
+            return check_storage_round_trip(model, inputs, Path(folder) / "model.h5")
+    name = type(model).__name__
+    save_model(model, path)
+    loaded = load_model(path).eval()
+    if type(loaded) is not type(model):
+        raise AssertionError(f"{name}: loaded back as {type(loaded).__name__}")
+    if loaded.get_config() != model.get_config():
+        raise AssertionError(
+            f"{name}: configuration {loaded.get_config()} after loading, {model.get_config()} "
+            "before"
+        )
+    if repr(loaded) != repr(model):
+        raise AssertionError(f"{name}: repr {loaded!r} after loading, {model!r} before")
+    original, restored = model.state_dict(), loaded.state_dict()
+    if list(original) != list(restored):
+        raise AssertionError(f"{name}: state_dict keys {list(restored)} after loading")
+    for key, value in original.items():
+        if restored[key].dtype != value.dtype or not torch.equal(restored[key], value):
+            raise AssertionError(f"{name} {key}: differs after loading")
+    args = _as_tuple(inputs)
+    training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            before = model(*map_structure(lambda t: t.clone(), args))
+            after = loaded(*map_structure(lambda t: t.clone(), args))
+    finally:
+        model.train(training)
+    before_leaves, after_leaves = flatten(before), flatten(after)
+    if len(before_leaves) != len(after_leaves):
+        raise AssertionError(f"{name}: {len(after_leaves)} outputs after loading")
+    for position, (a, b) in enumerate(zip(before_leaves, after_leaves, strict=True)):
+        same = a is b if a is None or b is None else torch.equal(a, b)
+        if not same:
+            raise AssertionError(f"{name}: output [{position}] differs after loading")
+    return loaded

@@ -1,4 +1,5 @@
-"""RNNCellBase: the parameters and argument checks RNNCell, LSTMCell and GRUCell share."""
+"""RNNCellBase: what RNNCell, LSTMCell and GRUCell share: parameters, argument checks, the
+batch dimension of unbatched calls, weight gradients and the views of a gate tensor."""
 
 from __future__ import annotations
 
@@ -10,7 +11,28 @@ from torch import Tensor
 
 from scidevnn.module import Module
 from scidevnn.parameter import Parameter
-from scidevnn_rnn._common import accumulate_bias, accumulate_matmul
+from scidevnn_rnn._common import accumulate_bias, accumulate_matmul, check_grad_shape
+
+
+def gate_chunks(buffer: Tensor, chunks: int) -> tuple[Tensor, ...]:
+    """Views of a (..., chunks*H) gate tensor: the whole, the first two gates together, each."""
+    parts = buffer.chunk(chunks, dim=-1)
+    return (buffer, buffer[..., : 2 * parts[0].shape[-1]], *parts)
+
+
+def gate_chunks_per_step(buffer: Tensor, chunks: int) -> list[tuple[Tensor, ...]]:
+    """``gate_chunks`` of each step of a (T, N, chunks*H) tensor.
+
+    Built once per buffer so that the per-step loops slice nothing: on these sizes an indexing
+    call costs as much as the arithmetic.
+    """
+    hidden = buffer.shape[-1] // chunks
+    parts = (
+        buffer.unbind(0),
+        buffer[..., : 2 * hidden].unbind(0),
+        *(part.unbind(0) for part in buffer.chunk(chunks, dim=-1)),
+    )
+    return list(zip(*parts, strict=True))
 
 
 class RNNCellBase(Module):
@@ -79,6 +101,39 @@ class RNNCellBase(Module):
                 f"{expected} for input of shape {tuple(x.shape)}"
             )
 
+    def as_batch(
+        self, x: Tensor, **states: Tensor | None
+    ) -> tuple[bool, Tensor, list[Tensor | None]]:
+        """Check ``x`` and the states given by name; return ``(batched, x, states)`` with a batch
+        dimension of 1 added when ``x`` is unbatched (``None`` states stay ``None``)."""
+        batched = self.check_input(x)
+        for what, state in states.items():
+            if state is not None:
+                self.check_state(state, x, what)
+        if batched:
+            return True, x, list(states.values())
+        rows = [None if state is None else state.unsqueeze(0) for state in states.values()]
+        return False, x.unsqueeze(0), rows
+
+    def as_batch_grads(
+        self, batched: bool, rows: int, **grads: Tensor | None
+    ) -> list[Tensor | None]:
+        """Check that each gradient, given by name, has its output's shape ((rows, hidden), or
+        (hidden,) for an unbatched call); return them with the batch dimension of ``as_batch``."""
+        shape = (rows, self.hidden_size) if batched else (self.hidden_size,)
+        for what, grad in grads.items():
+            check_grad_shape(type(self).__name__, what, grad, shape)
+        if batched:
+            return list(grads.values())
+        return [None if grad is None else grad.unsqueeze(0) for grad in grads.values()]
+
+    @staticmethod
+    def unbatch(batched: bool, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+        """Drop the batch dimension ``as_batch`` added to an unbatched call."""
+        if batched:
+            return tensors
+        return tuple(None if tensor is None else tensor.squeeze(0) for tensor in tensors)
+
     def input_projection(self, x: Tensor, fold_hidden_bias: bool) -> Tensor:
         """``x W_ih^T + b_ih`` (``+ b_hh`` too when ``fold_hidden_bias``): (N, chunks*hidden)."""
         w = self.weight_ih.data.t()
@@ -87,10 +142,11 @@ class RNNCellBase(Module):
         bias = self.bias_ih.data + self.bias_hh.data if fold_hidden_bias else self.bias_ih.data
         return torch.addmm(bias, x, w)
 
-    def accumulate_weight_grads(
+    def accumulate_grads(
         self, grad_gates_x: Tensor, grad_gates_h: Tensor, x: Tensor, h: Tensor | None
-    ) -> None:
-        """Add one step's weight and bias gradients, given d loss / d pre-activations.
+    ) -> Tensor | None:
+        """Add one step's weight and bias gradients, given d loss / d pre-activations; return
+        ``grad_x = grad_gates_x W_ih`` (None when ``needs_input_grad`` is off).
 
         ``grad_gates_x`` multiplies the input (``weight_ih``, ``bias_ih``), ``grad_gates_h`` the
         hidden state (``weight_hh``, ``bias_hh``); they are one tensor except in the GRU.
@@ -106,6 +162,7 @@ class RNNCellBase(Module):
             else:
                 accumulate_bias((self.bias_ih,), grad_gates_x.sum(0))
                 accumulate_bias((self.bias_hh,), grad_gates_h.sum(0))
+        return grad_gates_x @ self.weight_ih.data if self.needs_input_grad else None
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"

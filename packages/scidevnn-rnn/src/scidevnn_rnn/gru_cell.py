@@ -19,8 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from scidevnn_rnn._common import check_grad_shape
-from scidevnn_rnn.cell_base import RNNCellBase
+from scidevnn_rnn.cell_base import RNNCellBase, gate_chunks, gate_chunks_per_step
 
 
 class GRUGates(NamedTuple):
@@ -35,19 +34,12 @@ class GRUGates(NamedTuple):
 
 def gru_gate_views(buffer: Tensor) -> GRUGates:
     """GRUGates of a (..., 3H) tensor."""
-    r, z, n = buffer.chunk(3, dim=-1)
-    return GRUGates(buffer, buffer[..., : 2 * r.shape[-1]], r, z, n)
+    return GRUGates(*gate_chunks(buffer, 3))
 
 
 def gru_gate_views_per_step(buffer: Tensor) -> list[GRUGates]:
     """GRUGates of each step of a (T, N, 3H) tensor (built once: the loops slice nothing)."""
-    hidden = buffer.shape[-1] // 3
-    parts = (
-        buffer.unbind(0),
-        buffer[..., : 2 * hidden].unbind(0),
-        *(part.unbind(0) for part in buffer.chunk(3, dim=-1)),
-    )
-    return [GRUGates(*step) for step in zip(*parts, strict=True)]
+    return [GRUGates(*step) for step in gate_chunks_per_step(buffer, 3)]
 
 
 def gru_gates_forward(
@@ -118,12 +110,7 @@ class GRUCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, 3, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:
-        batched = self.check_input(x)
-        if hx is not None:
-            self.check_state(hx, x, "hx")
-        if not batched:
-            x = x.unsqueeze(0)
-            hx = None if hx is None else hx.unsqueeze(0)
+        batched, x, (hx,) = self.as_batch(x, hx=hx)
         gi = self.input_projection(x, fold_hidden_bias=False)
         gh: Tensor
         if hx is not None:
@@ -142,12 +129,9 @@ class GRUCell(RNNCellBase):
 
     def backward(self, grad_output: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         x, h, acts, gh_n, batched = self.saved_tensors()
-        shape = tuple(gh_n.shape) if batched else (self.hidden_size,)
-        check_grad_shape("GRUCell", "grad_h", grad_output, shape)
+        (grad_output,) = self.as_batch_grads(batched, x.shape[0], grad_h=grad_output)
         if grad_output is None:
             grad_output = torch.zeros_like(gh_n)
-        elif not batched:
-            grad_output = grad_output.unsqueeze(0)
         grad_gi = torch.empty_like(acts)
         grad_gh = torch.empty_like(acts)
         direct = gru_step_backward(
@@ -158,10 +142,7 @@ class GRUCell(RNNCellBase):
             gru_gate_views(grad_gi),
             gru_gate_views(grad_gh),
         )
-        self.accumulate_weight_grads(grad_gi, grad_gh, x, h)
-        grad_x = grad_gi @ self.weight_ih.data if self.needs_input_grad else None
+        grad_x = self.accumulate_grads(grad_gi, grad_gh, x, h)
         grad_h = torch.addmm(direct, grad_gh, self.weight_hh.data) if h is not None else None
-        if not batched:
-            grad_x = None if grad_x is None else grad_x.squeeze(0)
-            grad_h = None if grad_h is None else grad_h.squeeze(0)
+        grad_x, grad_h = self.unbatch(batched, grad_x, grad_h)
         return grad_x, grad_h

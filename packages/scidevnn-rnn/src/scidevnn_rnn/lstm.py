@@ -3,40 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from scidevnn_rnn._common import accumulate_bias, accumulate_matmul
+from scidevnn_rnn._common import accumulate_matmul
 from scidevnn_rnn.lstm_cell import gate_views_per_step, lstm_gates_forward, lstm_step_backward
 from scidevnn_rnn.rnn_base import (
     DirectionParams,
+    DirectionTape,
     RNNBase,
     Slots,
-    hidden_weight_grads,
-    input_weight_grads,
+    accumulate_grads,
     project_input,
 )
 
 
 @dataclass
-class LSTMTape:
+class LSTMTape(DirectionTape):
     """One direction's forward, kept for its backward (all (T, N, ...) time-major)."""
 
-    x: Tensor  # layer input (T, N, I)
     acts: Tensor  # gate activations i, f, g, o (T, N, 4H)
-    hs: Tensor  # hidden states (T + 1, N, H_out), see Slots
     cs: Tensor  # cell states (T + 1, N, H)
     tc: Tensor  # tanh(c') (T, N, H)
     m: Tensor | None  # o * tanh(c') before the projection (T, N, H), with proj_size
-    params: DirectionParams
-    slots: Slots
-    mask: Tensor | None
-    zero_start: bool
 
 
-class LSTM(RNNBase):
+class LSTM(RNNBase[LSTMTape]):
     """Multi-layer LSTM over sequences, with torch's arguments, parameters and outputs.
 
     ``forward(input, hx=None, lengths=None)`` returns ``(output, (h_n, c_n))``; ``hx`` is
@@ -84,26 +77,15 @@ class LSTM(RNNBase):
         params: DirectionParams,
         slots: Slots,
         mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Any]:
-        steps, batch = x.shape[0], x.shape[1]
-        hidden, out_size = self.hidden_size, self.output_size
-        bias = None
-        if params.b_ih is not None and params.b_hh is not None:
-            bias = params.b_ih.data + params.b_hh.data
-        acts = project_input(x, params.w_ih.data, bias)  # becomes the activations in place
-        hs = x.new_empty(steps + 1, batch, out_size)
-        cs = x.new_empty(steps + 1, batch, hidden)
+    ) -> tuple[Tensor, Tensor, Tensor | None, LSTMTape]:
+        steps, batch, hidden = x.shape[0], x.shape[1], self.hidden_size
+        acts = project_input(x, params, fold_hidden_bias=True)  # becomes the activations in place
+        hs = slots.state_buffer(x, h0, self.output_size)
+        cs = slots.state_buffer(x, c0, hidden)
         tc = x.new_empty(steps, batch, hidden)
         m = x.new_empty(steps, batch, hidden) if params.w_hr is not None else None
-        start = slots.initial()
-        zero_start = h0 is None
-        if h0 is None or c0 is None:
-            hs[start].zero_()
-            cs[start].zero_()
-        else:
-            hs[start].copy_(h0)
-            cs[start].copy_(c0)
-        out = slots.outputs(hs) if mask is None else x.new_empty(steps, batch, out_size)
+        out = slots.output_buffer(hs, mask)
+        zero_start, first = h0 is None, slots.first()
         gates, h_steps, c_steps, tc_steps = (
             gate_views_per_step(acts),
             hs.unbind(0),
@@ -112,10 +94,9 @@ class LSTM(RNNBase):
         )
         w_hh_t = params.w_hh.data.t()
         w_hr_t = None if params.w_hr is None else params.w_hr.data.t()
-        first = True
         for t in slots.order():
             cur, prev = slots.cur(t), slots.prev(t)
-            fresh = zero_start and first
+            fresh = zero_start and t == first
             if not fresh:
                 gates[t].all.addmm_(h_steps[prev], w_hh_t)
             c_prev = None if fresh else c_steps[prev]
@@ -134,38 +115,33 @@ class LSTM(RNNBase):
                 torch.where(keep, c_new, c_steps[prev], out=c_steps[cur])
                 torch.where(keep, h_new, h_steps[prev], out=h_steps[cur])
                 torch.mul(h_new, keep, out=out[t])
-            first = False
         final = slots.final()
-        tape = LSTMTape(x, acts, hs, cs, tc, m, params, slots, mask, zero_start)
+        tape = LSTMTape(x, hs, params, slots, mask, zero_start, acts=acts, cs=cs, tc=tc, m=m)
         return out, hs[final], cs[final], tape
 
     def backprop_direction(
         self,
-        tape: Any,
+        tape: LSTMTape,
         grad_out: Tensor | None,
         grad_h: Tensor | None,
         grad_c: Tensor | None,
         need_dx: bool,
         need_dh0: bool,
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        assert isinstance(tape, LSTMTape)
-        slots, params, mask = tape.slots, tape.params, tape.mask
-        acts, tc = tape.acts, tape.tc
-        steps = acts.shape[0]
+        slots, mask, acts, tc = tape.slots, tape.mask, tape.acts, tape.tc
         grad_gates = torch.empty_like(acts)
         gates, grads = gate_views_per_step(acts), gate_views_per_step(grad_gates)
         tc_steps, c_steps = tc.unbind(0), tape.cs.unbind(0)
         grad_out_steps = None if grad_out is None else grad_out.unbind(0)
         one = acts.new_ones(())
-        proj = params.w_hr
+        proj = tape.params.w_hr
         grad_hs = None if proj is None else torch.empty_like(slots.outputs(tape.hs))
-        w_hh = params.w_hh.data
+        w_hh, first = tape.params.w_hh.data, slots.first()
         dh = grad_h if grad_h is not None else tc.new_zeros(tc.shape[1], self.output_size)
         dc = grad_c
         if mask is not None and dc is None:
             dc = torch.zeros_like(tc_steps[0])
-        for k, t in enumerate(reversed(slots.order())):
-            first_step = k == steps - 1  # the first step of the forward pass
+        for t in reversed(slots.order()):
             dh_t = dh if grad_out_steps is None else dh + grad_out_steps[t]
             dh_step, dc_step = dh_t, dc
             if mask is not None:  # padded rows: nothing enters the gates, states pass through
@@ -174,11 +150,11 @@ class LSTM(RNNBase):
             if proj is not None and grad_hs is not None:
                 grad_hs[t].copy_(dh_step)
                 dh_step = dh_step @ proj.data
-            c_prev = None if (tape.zero_start and first_step) else c_steps[slots.prev(t)]
+            c_prev = None if (tape.zero_start and t == first) else c_steps[slots.prev(t)]
             dc_prev = lstm_step_backward(
                 dh_step, dc_step, gates[t], tc_steps[t], c_prev, grads[t], one
             )
-            if first_step and not need_dh0:
+            if t == first and not need_dh0:
                 break
             dh_prev = grads[t].all @ w_hh
             if mask is None:
@@ -187,11 +163,7 @@ class LSTM(RNNBase):
                 assert dc is not None
                 dh = torch.where(mask[t], dh_prev, dh_t)
                 dc = torch.where(mask[t], dc_prev, dc)
-        dx = input_weight_grads(params, grad_gates, tape.x, need_dx)
-        hidden_weight_grads(params, grad_gates, slots.previous(tape.hs), None)
-        if params.b_ih is not None:
-            flat = grad_gates.reshape(-1, grad_gates.shape[2])
-            accumulate_bias((params.b_ih, params.b_hh), flat.sum(0))
+        dx = accumulate_grads(tape, grad_gates, grad_gates, need_dx)
         if proj is not None and grad_hs is not None and tape.m is not None:
             flat_grad = grad_hs.reshape(-1, grad_hs.shape[2])
             accumulate_matmul(proj, flat_grad.t(), tape.m.reshape(-1, tape.m.shape[2]))

@@ -21,8 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from scidevnn_rnn._common import check_grad_shape
-from scidevnn_rnn.cell_base import RNNCellBase
+from scidevnn_rnn.cell_base import RNNCellBase, gate_chunks, gate_chunks_per_step
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -31,7 +30,7 @@ class Gates(NamedTuple):
     """Views of one step's (N, 4H) gate tensor: the whole, ``i`` and ``f`` together, and each.
 
     Built once per buffer (``gate_views``, ``gate_views_per_step``) so that the per-step loops
-    slice nothing: on these sizes an indexing call costs as much as the arithmetic.
+    slice nothing.
     """
 
     all: Tensor
@@ -44,19 +43,12 @@ class Gates(NamedTuple):
 
 def gate_views(buffer: Tensor) -> Gates:
     """Gates of a (..., 4H) tensor."""
-    i, f, g, o = buffer.chunk(4, dim=-1)
-    return Gates(buffer, buffer[..., : 2 * i.shape[-1]], i, f, g, o)
+    return Gates(*gate_chunks(buffer, 4))
 
 
 def gate_views_per_step(buffer: Tensor) -> list[Gates]:
     """Gates of each step of a (T, N, 4H) tensor."""
-    hidden = buffer.shape[-1] // 4
-    parts = (
-        buffer.unbind(0),
-        buffer[..., : 2 * hidden].unbind(0),
-        *(part.unbind(0) for part in buffer.chunk(4, dim=-1)),
-    )
-    return [Gates(*step) for step in zip(*parts, strict=True)]
+    return [Gates(*step) for step in gate_chunks_per_step(buffer, 4)]
 
 
 def lstm_gates_forward(
@@ -137,19 +129,10 @@ class LSTMCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, 4, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, hx: Sequence[Tensor] | None = None) -> LSTMState:
-        batched = self.check_input(x)
-        h: Tensor | None = None
-        c: Tensor | None = None
-        if hx is not None:
-            if len(hx) != 2:
-                raise ValueError("LSTMCell: hx must be a pair (h, c)")
-            h, c = hx
-            self.check_state(h, x, "h")
-            self.check_state(c, x, "c")
-            if not batched:
-                h, c = h.unsqueeze(0), c.unsqueeze(0)
-        if not batched:
-            x = x.unsqueeze(0)
+        if hx is not None and len(hx) != 2:
+            raise ValueError("LSTMCell: hx must be a pair (h, c)")
+        h, c = (None, None) if hx is None else hx
+        batched, x, (h, c) = self.as_batch(x, h=h, c=c)
         gates = self.input_projection(x, fold_hidden_bias=True)
         if h is not None:
             gates.addmm_(h, self.weight_hh.data.t())
@@ -168,12 +151,7 @@ class LSTMCell(RNNCellBase):
     ) -> tuple[Tensor | None, tuple[Tensor | None, Tensor | None]]:
         x, h, c, acts, tc, batched = self.saved_tensors()
         grad_h, grad_c = (None, None) if grad_output is None else grad_output
-        shape = tuple(tc.shape) if batched else (self.hidden_size,)
-        check_grad_shape("LSTMCell", "grad_h", grad_h, shape)
-        check_grad_shape("LSTMCell", "grad_c", grad_c, shape)
-        if not batched:
-            grad_h = None if grad_h is None else grad_h.unsqueeze(0)
-            grad_c = None if grad_c is None else grad_c.unsqueeze(0)
+        grad_h, grad_c = self.as_batch_grads(batched, x.shape[0], grad_h=grad_h, grad_c=grad_c)
         if grad_h is None:
             grad_h = torch.zeros_like(tc)
         grad_gates = torch.empty_like(acts)
@@ -181,12 +159,8 @@ class LSTMCell(RNNCellBase):
         grad_c_prev = lstm_step_backward(
             grad_h, grad_c, gate_views(acts), tc, c, gate_views(grad_gates), one
         )
-        self.accumulate_weight_grads(grad_gates, grad_gates, x, h)
-        grad_x = grad_gates @ self.weight_ih.data if self.needs_input_grad else None
+        grad_x = self.accumulate_grads(grad_gates, grad_gates, x, h)
         grad_h_prev = grad_gates @ self.weight_hh.data if h is not None else None
         grad_c_out = grad_c_prev if c is not None else None
-        if not batched:
-            grad_x = None if grad_x is None else grad_x.squeeze(0)
-            grad_h_prev = None if grad_h_prev is None else grad_h_prev.squeeze(0)
-            grad_c_out = None if grad_c_out is None else grad_c_out.squeeze(0)
+        grad_x, grad_h_prev, grad_c_out = self.unbatch(batched, grad_x, grad_h_prev, grad_c_out)
         return grad_x, (grad_h_prev, grad_c_out)

@@ -1,9 +1,11 @@
 """RNNBase: what RNN, LSTM and GRU share: parameters, layers, directions, lengths, dropout.
 
 A subclass supplies the recurrence of one direction of one layer over a whole sequence
-(``run_direction``) and its backpropagation through time (``backprop_direction``); this class
-stacks layers and directions, handles ``batch_first``, unbatched input, initial states,
-variable lengths and dropout between layers, exactly as ``torch.nn.RNNBase`` lays them out.
+(``run_direction``) and its backpropagation through time (``backprop_direction``), keeping
+what the backward needs in a ``DirectionTape``; this class stacks layers and directions,
+handles ``batch_first``, unbatched input, initial states, variable lengths and dropout between
+layers, exactly as ``torch.nn.RNNBase`` lays them out, and provides the state buffers
+(``Slots``), the input projection and the weight gradients all three layers use.
 
 Time runs along dim 0 inside (``(T, N, features)``, contiguous). The hidden states of one
 direction live in one buffer ``Hs`` of ``T + 1`` slots: the forward direction reads slot ``t``
@@ -19,7 +21,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -51,6 +53,10 @@ class Slots:
         """Time steps in the order the forward pass visits them."""
         return range(self.steps - 1, -1, -1) if self.reverse else range(self.steps)
 
+    def first(self) -> int:
+        """The time step the forward pass visits first (and the backward pass last)."""
+        return self.steps - 1 if self.reverse else 0
+
     def initial(self) -> int:
         return self.steps if self.reverse else 0
 
@@ -71,39 +77,82 @@ class Slots:
         """The states steps 0..T-1 started from, in time order."""
         return buffer[1:] if self.reverse else buffer[: self.steps]
 
+    def state_buffer(self, x: Tensor, initial: Tensor | None, size: int) -> Tensor:
+        """A (T + 1, N, size) buffer like ``x`` holding ``initial`` (zeros when None) in its
+        initial slot."""
+        buffer = x.new_empty(self.steps + 1, x.shape[1], size)
+        if initial is None:
+            buffer[self.initial()].zero_()
+        else:
+            buffer[self.initial()].copy_(initial)
+        return buffer
 
-def project_input(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x W^T + b`` for a whole sequence in one matrix product: (T, N, I) -> (T, N, G)."""
-    steps, batch = x.shape[0], x.shape[1]
-    flat = x.reshape(steps * batch, x.shape[2])
-    out = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
-    return out.view(steps, batch, weight.shape[0])
-
-
-def input_weight_grads(
-    params: DirectionParams, grad_gates: Tensor, x: Tensor, need_dx: bool
-) -> Tensor | None:
-    """Accumulate dW_ih from the stacked gate gradients (T, N, G); return dx if wanted."""
-    steps, batch = x.shape[0], x.shape[1]
-    flat_grad = grad_gates.reshape(steps * batch, grad_gates.shape[2])
-    accumulate_matmul(params.w_ih, flat_grad.t(), x.reshape(steps * batch, x.shape[2]))
-    if not need_dx:
-        return None
-    return (flat_grad @ params.w_ih.data).view(steps, batch, x.shape[2])
-
-
-def hidden_weight_grads(
-    params: DirectionParams, grad_gates: Tensor, previous: Tensor, bias: Parameter | None
-) -> None:
-    """Accumulate dW_hh (and the given bias) from the stacked gate gradients."""
-    flat_grad = grad_gates.reshape(-1, grad_gates.shape[2])
-    accumulate_matmul(params.w_hh, flat_grad.t(), previous.reshape(-1, previous.shape[2]))
-    if bias is not None:
-        accumulate_bias((bias,), flat_grad.sum(0))
+    def output_buffer(self, states: Tensor, mask: Tensor | None) -> Tensor:
+        """Where the outputs (T, N, size) go: the state buffer's own slots, or, with padding
+        (whose outputs are zero while its state carries on), a tensor of their own."""
+        if mask is None:
+            return self.outputs(states)
+        return states.new_empty(self.steps, states.shape[1], states.shape[2])
 
 
 @dataclass
-class _Context:
+class DirectionTape:
+    """What one direction's forward keeps for its backward; a layer's tape adds its tensors."""
+
+    x: Tensor  # layer input (T, N, I)
+    hs: Tensor  # hidden states (T + 1, N, H_out), see Slots
+    params: DirectionParams
+    slots: Slots
+    mask: Tensor | None  # (T, N, 1) bool, False at padding; None without padding
+    zero_start: bool  # no initial state given: the first step started from zeros
+
+
+def project_input(x: Tensor, params: DirectionParams, fold_hidden_bias: bool) -> Tensor:
+    """``x W_ih^T + b_ih`` (``+ b_hh`` too when ``fold_hidden_bias``) for a whole sequence in
+    one matrix product: (T, N, I) -> (T, N, G)."""
+    steps, batch = x.shape[0], x.shape[1]
+    flat = x.reshape(steps * batch, x.shape[2])
+    weight = params.w_ih.data
+    if params.b_ih is None or params.b_hh is None:
+        out = flat @ weight.t()
+    else:
+        bias = params.b_ih.data + params.b_hh.data if fold_hidden_bias else params.b_ih.data
+        out = torch.addmm(bias, flat, weight.t())
+    return out.view(steps, batch, weight.shape[0])
+
+
+def accumulate_grads(
+    tape: DirectionTape, grad_gates_x: Tensor, grad_gates_h: Tensor, need_dx: bool
+) -> Tensor | None:
+    """Add a whole direction's weight and bias gradients, given the stacked d loss / d
+    pre-activations (T, N, G) of all steps; return dx (T, N, I), or None unless ``need_dx``.
+
+    ``grad_gates_x`` multiplies the input (``w_ih``, ``b_ih``), ``grad_gates_h`` the previous
+    hidden state (``w_hh``, ``b_hh``); they are one tensor except in the GRU. One matrix product
+    each: dW_ih += g_x^T x, dW_hh += g_h^T h_prev, dx = g_x W_ih.
+    """
+    params, x, previous = tape.params, tape.x, tape.slots.previous(tape.hs)
+    steps, batch = x.shape[0], x.shape[1]
+    flat_x = grad_gates_x.reshape(steps * batch, grad_gates_x.shape[2])
+    flat_h = flat_x if grad_gates_h is grad_gates_x else grad_gates_h.reshape(flat_x.shape)
+    accumulate_matmul(params.w_ih, flat_x.t(), x.reshape(steps * batch, x.shape[2]))
+    accumulate_matmul(params.w_hh, flat_h.t(), previous.reshape(-1, previous.shape[2]))
+    if params.b_ih is not None:
+        if flat_h is flat_x:
+            accumulate_bias((params.b_ih, params.b_hh), flat_x.sum(0))
+        else:
+            accumulate_bias((params.b_ih,), flat_x.sum(0))
+            accumulate_bias((params.b_hh,), flat_h.sum(0))
+    if not need_dx:
+        return None
+    return (flat_x @ params.w_ih.data).view(steps, batch, x.shape[2])
+
+
+TapeT = TypeVar("TapeT", bound=DirectionTape)
+
+
+@dataclass
+class _Context(Generic[TapeT]):
     """What one forward call leaves for its backward."""
 
     batched: bool
@@ -112,11 +161,11 @@ class _Context:
     active_steps: int
     hx_given: bool
     mask: Tensor | None
-    tapes: list[list[Any]]
+    tapes: list[list[TapeT]]
     dropout_masks: list[Tensor | None]
 
 
-class RNNBase(Module):
+class RNNBase(Module, Generic[TapeT]):
     """Multi-layer, optionally bidirectional recurrence over a sequence (see module docstring).
 
     Shapes (``L`` = sequence length, ``N`` = batch, ``D`` = 2 if bidirectional else 1,
@@ -240,13 +289,13 @@ class RNNBase(Module):
         params: DirectionParams,
         slots: Slots,
         mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor | None, Any]:
+    ) -> tuple[Tensor, Tensor, Tensor | None, TapeT]:
         """One direction over (T, N, I): returns output (T, N, H_out), h_T, c_T, tape."""
         raise NotImplementedError
 
     def backprop_direction(
         self,
-        tape: Any,
+        tape: TapeT,
         grad_out: Tensor | None,
         grad_h: Tensor | None,
         grad_c: Tensor | None,
@@ -285,13 +334,13 @@ class RNNBase(Module):
         if mask is not None:  # padding values, whatever they are, must not reach any number
             layer_input = torch.where(mask, layer_input, 0.0)
 
-        tapes: list[list[Any]] = []
+        tapes: list[list[TapeT]] = []
         dropout_masks: list[Tensor | None] = []
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
         for layer in range(self.num_layers):
             outputs: list[Tensor] = []
-            layer_tapes: list[Any] = []
+            layer_tapes: list[TapeT] = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 out, h_last, c_last, tape = self.run_direction(
@@ -401,6 +450,7 @@ class RNNBase(Module):
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad: Any) -> Any:
+        ctx: _Context[TapeT]
         (ctx,) = self.saved_tensors()
         grad_out, grad_h, grad_c = self._split_grad(grad, ctx)
         width = self.output_size
@@ -445,7 +495,7 @@ class RNNBase(Module):
         return grad_input, (grad_h0 if grad_c0 is None else (grad_h0, grad_c0))
 
     def _split_grad(
-        self, grad: Any, ctx: _Context
+        self, grad: Any, ctx: _Context[TapeT]
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """(grad_output, grad_h_n, grad_c_n), time-major and batched, masked at padding."""
         name = type(self).__name__
@@ -486,7 +536,7 @@ class RNNBase(Module):
                 grad_out = grad_out * ctx.mask
         return grad_out, grad_h, grad_c
 
-    def _to_input_layout(self, grad: Tensor, ctx: _Context) -> Tensor:
+    def _to_input_layout(self, grad: Tensor, ctx: _Context[TapeT]) -> Tensor:
         if ctx.active_steps < ctx.steps:
             padding = grad.new_zeros(ctx.steps - ctx.active_steps, *grad.shape[1:])
             grad = torch.cat([grad, padding])

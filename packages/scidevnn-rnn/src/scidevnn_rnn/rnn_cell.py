@@ -5,10 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scidevnn_rnn._common import check_grad_shape
 from scidevnn_rnn.cell_base import RNNCellBase
 
 NONLINEARITIES = ("tanh", "relu")
+
+
+def check_nonlinearity(layer: str, nonlinearity: str) -> None:
+    """Raise ValueError naming ``layer`` unless ``nonlinearity`` is 'tanh' or 'relu'."""
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"{layer}: unknown nonlinearity '{nonlinearity}'; select from 'tanh' or 'relu'"
+        )
 
 
 def activate_(pre: Tensor, nonlinearity: str) -> Tensor:
@@ -47,20 +54,12 @@ class RNNCell(RNNCellBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"RNNCell: unknown nonlinearity '{nonlinearity}'; select from 'tanh' or 'relu'"
-            )
+        check_nonlinearity("RNNCell", nonlinearity)
         super().__init__(input_size, hidden_size, bias, 1, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
 
     def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:
-        batched = self.check_input(x)
-        if hx is not None:
-            self.check_state(hx, x, "hx")
-        if not batched:
-            x = x.unsqueeze(0)
-            hx = None if hx is None else hx.unsqueeze(0)
+        batched, x, (hx,) = self.as_batch(x, hx=hx)
         h_new = self.input_projection(x, fold_hidden_bias=True)
         if hx is not None:
             h_new.addmm_(hx, self.weight_hh.data.t())
@@ -70,21 +69,15 @@ class RNNCell(RNNCellBase):
 
     def backward(self, grad_output: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         x, h, h_new, batched = self.saved_tensors()
-        shape = tuple(h_new.shape) if batched else (self.hidden_size,)
-        check_grad_shape("RNNCell", "grad_h", grad_output, shape)
+        (grad_output,) = self.as_batch_grads(batched, x.shape[0], grad_h=grad_output)
         if grad_output is None:
             grad_output = torch.zeros_like(h_new)
-        elif not batched:
-            grad_output = grad_output.unsqueeze(0)
         grad_pre = activation_backward(
             grad_output, h_new, self.nonlinearity, torch.empty_like(h_new)
         )
-        self.accumulate_weight_grads(grad_pre, grad_pre, x, h)
-        grad_x = grad_pre @ self.weight_ih.data if self.needs_input_grad else None
+        grad_x = self.accumulate_grads(grad_pre, grad_pre, x, h)
         grad_h = grad_pre @ self.weight_hh.data if h is not None else None
-        if not batched:
-            grad_x = None if grad_x is None else grad_x.squeeze(0)
-            grad_h = None if grad_h is None else grad_h.squeeze(0)
+        grad_x, grad_h = self.unbatch(batched, grad_x, grad_h)
         return grad_x, grad_h
 
     def extra_repr(self) -> str:
