@@ -103,7 +103,7 @@ CASES = [
     Case(
         "model-needs-missing-plugin",
         ["infer", "cnn.h5", PNG],
-        r"cnn.h5.*Conv2d.*scidevnn-cnn.*not installed",
+        r"cnn.h5.*Conv2d.*scidevnn-cnn is installed but not loaded.*SCIDEVNN_BLOCK_PLUGINS",
         env={"SCIDEVNN_BLOCK_PLUGINS": "cnn"},
     ),
     Case("model-file-missing", ["infer", "gone.h5", PNG], r"gone.h5.*does not exist"),

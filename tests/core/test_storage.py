@@ -493,7 +493,7 @@ def replace(group: str, name: str, data: Any) -> Callable[[h5py.File], None]:
 
 
 BAD_FILES: list[tuple[str, Callable[[h5py.File], None], type[ModelFileError], str, list[str]]] = [
-    ("conv2d", conv2d, MissingPluginError, "/model/2", ["'Conv2d'", "pip install scidevnn-cnn"]),
+    ("conv2d", conv2d, MissingPluginError, "/model/2", ["'Conv2d'", "plugin package scidevnn-cnn"]),
     ("third-party", acme_layer, MissingPluginError, "/model/1", ["acme-layers"]),
     ("unknown", unknown_core_layer, MissingPluginError, "/model/1", ["Mystery", "Linear"]),
     (

@@ -137,6 +137,11 @@ def missing_message(name: str, table: dict[str, LayerInfo], provider: str | None
             f"unknown layer type '{name}': its plugin package {provider} is installed but "
             f"failed to load ({BROKEN_PLUGINS[provider]})"
         )
+    if provider is not None and _version(provider) != "unknown":
+        return (
+            f"unknown layer type '{name}': its plugin package {provider} is installed but not "
+            "loaded (check SCIDEVNN_BLOCK_PLUGINS and SCIDEVNN_LOAD_PLUGINS)"
+        )
     if provider is not None:
         return (
             f"unknown layer type '{name}': it is provided by the plugin package {provider}, "
@@ -168,6 +173,15 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     for entry_point in entry_points:
         if entry_point.name in blocked or (allowed is not None and entry_point.name not in allowed):
             manager.set_blocked(entry_point.name)
+    unknown = (blocked | (allowed or set())) - {entry_point.name for entry_point in entry_points}
+    if unknown:
+        warnings.warn(
+            f"SCIDEVNN_BLOCK_PLUGINS / SCIDEVNN_LOAD_PLUGINS name no installed plugin: "
+            f"{', '.join(sorted(unknown))} (installed: "
+            f"{', '.join(sorted(ep.name for ep in entry_points)) or 'none'})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     BROKEN_PLUGINS.clear()
     while True:
         try:
