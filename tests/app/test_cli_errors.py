@@ -52,6 +52,10 @@ def build_inputs(root: Path) -> Path:
     train_model("cnn", epochs=1, limit=32, batch_size=16, out=root / "cnn.h5")
     shutil.copy(root / "m.h5", root / "existing.h5")
     save_model(load_model(root / "m.h5"), root / "plain.h5")
+    write_idx_folder(root / "gone", count=32, split="train")
+    write_idx_folder(root / "gone", count=8, split="test")
+    train_model("mlp", epochs=1, data=root / "gone", out=root / "folder.h5")
+    shutil.rmtree(root / "gone")
     (root / "empty").mkdir()
     write_idx_folder(root / "idx", count=20)
     write_idx_folder(root / "nolabels", count=20, labels=False)
@@ -109,7 +113,16 @@ CASES = [
     Case("model-file-missing", ["infer", "gone.h5", PNG], r"gone.h5.*does not exist"),
     Case("image-not-an-image", ["infer", "m.h5", "notimage.png"], r"notimage.png.*not an image"),
     Case("image-missing", ["infer", "m.h5", "nothere.png"], r"nothere.png: no such image file"),
-    Case("nothing-to-classify", ["infer", "m.h5"], r"nothing to classify"),
+    Case(
+        "nothing-to-classify",
+        ["infer", "plain.h5"],
+        r"nothing to classify.*plain.h5 records no training data",
+    ),
+    Case(
+        "recorded-folder-gone",
+        ["evaluate", "folder.h5"],
+        r"folder.h5 was trained on the folder .*gone, which no longer exists: .*--data DIR",
+    ),
     Case(
         "stdin-not-idx",
         ["infer", "m.h5", "-"],

@@ -360,12 +360,15 @@ def test_sequential_skips_gradients_nobody_needs_like_autograd() -> None:
     torch.testing.assert_close(ours.backward(g), xr.grad, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("in_features", "out_features"), [(784, 256), (256, 10), (3, 1)])
-def test_linear_init_equals_torch_with_same_seed(in_features: int, out_features: int) -> None:
+def test_linear_init_equals_torch_with_same_seed(
+    in_features: int, out_features: int, dtype: torch.dtype
+) -> None:
     torch.manual_seed(1234)
-    ours = sd.Linear(in_features, out_features)
+    ours = sd.Linear(in_features, out_features, dtype=dtype)
     torch.manual_seed(1234)
-    theirs = nn.Linear(in_features, out_features)
+    theirs = nn.Linear(in_features, out_features, dtype=dtype)
     assert ours.bias is not None
     assert torch.equal(ours.weight.data, theirs.weight.detach())
     assert torch.equal(ours.bias.data, theirs.bias.detach())

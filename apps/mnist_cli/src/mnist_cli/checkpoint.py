@@ -4,11 +4,16 @@ A checkpoint is an ordinary SciDevNN model file (``scidevnn.storage``) whose opt
 holds the optimizer's state and whose metadata holds, as JSON-able values:
 
 ``app``, ``app_version``: who wrote it; ``model_name``: ``mlp``/``cnn``/``lstm``;
-``train_config``: the ``TrainConfig``; ``epoch``: completed epochs; ``step``: batches already
-run in the next epoch (non-zero only after Ctrl-C); ``partial``: that epoch's running sums;
-``history``: one dict per finished epoch; ``rng_state``: torch's CPU generator state (bytes as
-ints); ``normalization``: input ``[mean, std]``; ``test_loss``/``test_accuracy`` once training
-finished; ``finished``: whether the configured epochs are done.
+``train_config``: the ``TrainConfig``, including ``plot``, where the curves go (a resumed run
+keeps drawing them there unless given another ``plot``); ``epoch``: completed epochs; ``step``:
+batches already run in the next epoch (non-zero only after Ctrl-C); ``partial``: that epoch's
+running sums; ``history``: one dict per finished epoch; ``rng_state``: torch's CPU generator
+state (bytes as ints); ``normalization``: input ``[mean, std]``; ``test_loss``/``test_accuracy``
+once training finished; ``finished``: whether the configured epochs are done.
+
+The metrics file is not recorded: it always sits beside the model file, named after it
+(``model.h5`` -> ``model.metrics.jsonl``), and every epoch rewrites it with the whole history,
+so a resumed run continues it wherever the model file goes.
 
 Shuffling uses a generator seeded from (seed, epoch), never the global one, so where training
 stops and restarts does not change the batches it sees.
@@ -44,6 +49,8 @@ class TrainConfig:
     seed: int = 0
     val_split: float = 0.0
     limit: int | None = None
+    #: Absolute path of the loss and accuracy curves' PNG, redrawn after every epoch (None: none).
+    plot: str | None = None
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 1-based ``epoch``: ``lr * lr_decay ** (epoch - 1)``.

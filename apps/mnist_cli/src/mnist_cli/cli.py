@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
@@ -23,11 +24,18 @@ from typing import Annotated, Any, NoReturn
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mnist_cli.data import Dataset, load_idx_bytes, load_images, resolve
 from mnist_cli.data.datasets import DatasetName
-from mnist_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, AppError
+from mnist_cli.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USER,
+    AppError,
+    TrainingInterrupted,
+)
 from mnist_cli.files import check_output_path, write_text_atomic
 from mnist_cli.inference import (
     NUM_CLASSES,
@@ -41,6 +49,7 @@ from mnist_cli.inference import (
 )
 from mnist_cli.models import MODELS, build_model
 from mnist_cli.reporting import make_reporter
+from mnist_cli.sources import class_names, load_recorded, recorded_data, recorded_note
 from mnist_cli.version import APP_VERSION
 from scidevnn.errors import SciDevNNError
 
@@ -95,10 +104,15 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _count(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``, ``1,000 images``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _fail(message: str, code: int, kind: str = "error") -> NoReturn:
     if _debug():
         traceback.print_exc()
-    _say(_stderr(), "error: " + " ".join(message.split()))
+    _say(_stderr(), f"{kind}: " + " ".join(message.split()))
     raise typer.Exit(code)
 
 
@@ -109,6 +123,8 @@ def _errors() -> Iterator[None]:
         yield
     except typer.Exit:
         raise
+    except TrainingInterrupted as exc:  # Ctrl-C asked for it: a stop, not a failure
+        _fail(str(exc), exc.exit_code, "stopped")
     except AppError as exc:
         _fail(str(exc), exc.exit_code)
     except SciDevNNError as exc:  # model files, plugins, the data layer's DataError
@@ -117,7 +133,7 @@ def _errors() -> Iterator[None]:
         where = f" ({exc.filename})" if exc.filename else ""
         _fail(f"{exc.strerror or exc}{where}", EXIT_USER)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+        _fail("interrupted", EXIT_INTERRUPTED, "stopped")
     except Exception as exc:
         _fail(
             f"internal error: {type(exc).__name__}: {exc} "
@@ -148,6 +164,7 @@ def main(
         bool | None,
         typer.Option(
             "--version",
+            metavar="",  # a flag: no <bool> in the help
             help="Show the versions of mnist-cli, SciDevNN and torch, then exit.",
             callback=_version_callback,
             is_eager=True,
@@ -188,7 +205,11 @@ def train(
     ] = None,
     download: Annotated[
         bool,
-        typer.Option("--download", help="With --dataset mnist: fetch the four MNIST files first."),
+        typer.Option(
+            "--download",
+            metavar="",  # a flag: no <bool> in the help
+            help="With --dataset mnist: fetch the four MNIST files first.",
+        ),
     ] = False,
     epochs: Annotated[
         int | None,
@@ -260,13 +281,19 @@ def train(
         Path | None,
         typer.Option(
             help="Continue from this checkpoint (any model file train wrote, even after "
-            "Ctrl-C), exactly as if training had not stopped.",
+            "Ctrl-C), exactly as if training had not stopped: it keeps the checkpoint's "
+            "settings, data and --plot; only --epochs, --lr, --data and --plot may be given "
+            "anew. The metrics file follows the model file (--out).",
             show_default=False,
         ),
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Also draw loss and accuracy curves to this PNG.", show_default=False),
+        typer.Option(
+            help="Also draw loss and accuracy curves to this PNG, after every epoch (recorded "
+            "in the checkpoint: --resume keeps drawing there unless given another --plot).",
+            show_default=False,
+        ),
     ] = None,
     limit: Annotated[
         int | None,
@@ -319,7 +346,7 @@ def train(
             _say(
                 console,
                 f"test accuracy {result.test_accuracy:.2%} (loss {result.test_loss:.4f}) on "
-                f"{result.test_images:,} test images",
+                f"{_count(result.test_images, 'test image')}",
             )
         written = [str(result.path), str(result.metrics_path)]
         if result.plot_path is not None:
@@ -328,29 +355,58 @@ def train(
 
 
 # --------------------------------------------------------------------- data sources
+@dataclass(frozen=True)
+class _Source:
+    """What infer or evaluate reads.
+
+    The images, their file names (image files only), the class names (None: digits), and the
+    line to print saying which data it is when it came from the model file's record.
+    """
+
+    data: Dataset
+    image_names: list[str] | None = None
+    class_names: Sequence[str] | None = None
+    note: str | None = None
+
+
+def _named(dataset: DatasetChoice | None) -> DatasetName | None:
+    return dataset.value if dataset else None
+
+
 def _source(
-    images: list[str] | None, data: Path | None, dataset: DatasetChoice | None
-) -> tuple[Dataset, list[str] | None]:
-    """The images to classify and, for image files, their names."""
-    given = [bool(images), data is not None or dataset is not None]
-    if sum(given) == 0:
-        raise AppError(
-            "nothing to classify: give image files, --data DIR (IDX files), --dataset, "
-            "or - to read IDX images from stdin"
-        )
-    if sum(given) > 1:
+    model: Path,
+    stored: dict[str, Any],
+    images: list[str] | None,
+    data: Path | None,
+    dataset: DatasetChoice | None,
+) -> _Source:
+    """The images to classify: files, stdin, --data/--dataset, else the model's training data."""
+    named = data is not None or dataset is not None
+    if images and named:
         raise AppError("give either image files (or -) or --data/--dataset, not both")
+    recorded = recorded_data(stored)
+    names = class_names(_named(dataset), recorded)
     if images:
         if "-" in images:
             if len(images) > 1:
                 raise AppError("- (IDX on stdin) cannot be combined with image files")
-            return _stdin_images(), None
+            return _Source(_stdin_images(), class_names=names)
         for name in images:
             if not Path(name).exists():
                 raise AppError(f"{name}: no such image file")
-        return load_images(images), list(images)
-    named: DatasetName | None = dataset.value if dataset else None
-    return resolve(named, data, False, "test"), None
+        return _Source(load_images(images), list(images), names)
+    if named:
+        return _Source(resolve(_named(dataset), data, False, "test"), class_names=names)
+    if recorded is None:
+        raise AppError(
+            "nothing to classify: give image files, --data DIR (IDX files), --dataset, "
+            f"or - to read IDX images from stdin ({model} records no training data to use)"
+        )
+    return _Source(
+        load_recorded(model, recorded, require_labels=False),
+        class_names=names,
+        note=recorded_note(model, recorded),
+    )
 
 
 def _stdin_images() -> Dataset:
@@ -361,9 +417,32 @@ def _stdin_images() -> Dataset:
     return Dataset(tensor, None, "<stdin>")
 
 
-def _evaluation_source(data: Path | None, dataset: DatasetChoice | None) -> Dataset:
-    named: DatasetName | None = dataset.value if dataset else None
-    return resolve(named, data, False, "test", require_labels=True)
+def _evaluation_source(
+    model: Path, stored: dict[str, Any], data: Path | None, dataset: DatasetChoice | None
+) -> _Source:
+    """--data/--dataset, else the model's training data, else the embedded sample."""
+    recorded = recorded_data(stored)
+    names = class_names(_named(dataset), recorded)
+    if data is not None or dataset is not None:
+        return _Source(
+            resolve(_named(dataset), data, False, "test", require_labels=True), class_names=names
+        )
+    if recorded is None:
+        return _Source(
+            resolve(None, None, False, "test", require_labels=True),
+            note=f"no --data or --dataset given, and {model} records no training data: using "
+            "the embedded MNIST sample",
+        )
+    return _Source(
+        load_recorded(model, recorded, require_labels=True),
+        class_names=names,
+        note=recorded_note(model, recorded),
+    )
+
+
+def _class_label(c: int, names: Sequence[str] | None) -> str:
+    """``3``, or ``3 Dress`` with class names."""
+    return f"{c} {names[c]}" if names is not None else str(c)
 
 
 # --------------------------------------------------------------------- infer
@@ -394,12 +473,14 @@ def _accuracy_line(predictions: Predictions) -> str | None:
     return f"accuracy {predictions.accuracy:.2%} ({correct:,} of {len(predictions):,} correct)"
 
 
-def _prediction_table(predictions: Predictions) -> Table:
+def _prediction_table(predictions: Predictions, names: Sequence[str] | None) -> Table:
     labelled = predictions.labels is not None
     table = Table(title="Predictions")
     table.add_column("#", justify="right")
     table.add_column("image")
     table.add_column("class", justify="right")
+    if names is not None:
+        table.add_column("name")
     table.add_column("probability", justify="right")
     if labelled:
         table.add_column("label", justify="right")
@@ -407,17 +488,21 @@ def _prediction_table(predictions: Predictions) -> Table:
     classes = predictions.classes.tolist()
     confidence = predictions.confidence.tolist()
     for i, name in enumerate(predictions.names):
-        row = [str(i), name, str(classes[i]), f"{confidence[i]:.4f}"]
+        row = [str(i), name, str(classes[i])]
+        row += [names[classes[i]]] if names is not None else []
+        row.append(f"{confidence[i]:.4f}")
         if predictions.labels is not None:
             label = int(predictions.labels[i])
-            row += [str(label), "yes" if label == classes[i] else "NO"]
+            row += [_class_label(label, names), "yes" if label == classes[i] else "NO"]
         table.add_row(*row)
     return table
 
 
-def _summary_table(predictions: Predictions) -> Table:
-    table = Table(title=f"{len(predictions):,} images: predicted classes")
+def _summary_table(predictions: Predictions, names: Sequence[str] | None) -> Table:
+    table = Table(title=f"{_count(len(predictions), 'image')}: predicted classes")
     table.add_column("class", justify="right")
+    if names is not None:
+        table.add_column("name")
     table.add_column("predicted", justify="right")
     table.add_column("mean probability", justify="right")
     labels = predictions.labels
@@ -429,7 +514,7 @@ def _summary_table(predictions: Predictions) -> Table:
         chosen = classes == c
         count = int(chosen.sum())
         mean = f"{float(confidence[chosen].mean()):.4f}" if count else "-"
-        row = [str(c), f"{count:,}", mean]
+        row = [str(c)] + ([names[c]] if names is not None else []) + [f"{count:,}", mean]
         if labels is not None:
             row.append(f"{int((labels == c).sum()):,}")
         table.add_row(*row)
@@ -454,7 +539,11 @@ def infer(
     ] = None,
     dataset: Annotated[
         DatasetChoice | None,
-        typer.Option(help="Classify the test images of a named dataset.", show_default=False),
+        typer.Option(
+            help="Classify the test images of a named dataset. [dim]\\[default, without image "
+            "files or --data: the data the model was trained on][/dim]",
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -468,7 +557,11 @@ def infer(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 500,
     device: Annotated[str, typer.Option(help="cpu, or cuda when torch sees a GPU.")] = "cpu",
 ) -> None:
-    """Classify digits: class and probability per image, accuracy when labels exist."""
+    """Classify digits: class and probability per image, accuracy when labels exist.
+
+    Without image files, --data or --dataset: the test images of the data the model was
+    trained on (as recorded in the model file).
+    """
     console = _stdout()
     with _errors():
         if output is not None:
@@ -477,20 +570,22 @@ def infer(
             raise AppError("--batch-size must be at least 1")
         target = resolve_device(device)
         net, stored = read_model(model, device=target)
-        source, names = _source(images, data, dataset)
+        source = _source(model, stored, images, data, dataset)
+        if source.note is not None:
+            _say(console, source.note)
         predictions = infer_model(
             net,
-            source,
-            names=names,
+            source.data,
+            names=source.image_names,
             device=target,
             batch_size=batch_size,
             normalization=normalization_of(stored),
         )
         if len(predictions) <= show:
-            console.print(_prediction_table(predictions))
+            console.print(_prediction_table(predictions, source.class_names))
         else:
-            console.print(_summary_table(predictions))
-        _say(console, f"{len(predictions):,} images from {source.name}")
+            console.print(_summary_table(predictions, source.class_names))
+        _say(console, f"{_count(len(predictions), 'image')} from {source.data.name}")
         line = _accuracy_line(predictions)
         if line is not None:
             _say(console, line)
@@ -502,21 +597,24 @@ def infer(
 
 
 # --------------------------------------------------------------------- evaluate
-def _class_table(evaluation: Evaluation) -> Table:
+def _class_table(evaluation: Evaluation, names: Sequence[str] | None) -> Table:
     table = Table(title="Per class")
-    for name in ("class", "precision", "recall", "f1", "support"):
+    table.add_column("class", justify="right")
+    if names is not None:
+        table.add_column("name")
+    for name in ("precision", "recall", "f1", "support"):
         table.add_column(name, justify="right")
-    for c, (p, r, s) in enumerate(
-        zip(evaluation.precision, evaluation.recall, evaluation.support, strict=True)
+    for c, (p, r, f1, s) in enumerate(
+        zip(evaluation.precision, evaluation.recall, evaluation.f1, evaluation.support, strict=True)
     ):
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        table.add_row(str(c), f"{p:.4f}", f"{r:.4f}", f"{f1:.4f}", f"{s:,}")
+        row = [str(c)] + ([names[c]] if names is not None else [])
+        table.add_row(*row, f"{p:.4f}", f"{r:.4f}", f"{f1:.4f}", f"{s:,}")
     return table
 
 
-def _confusion_table(evaluation: Evaluation) -> Table:
+def _confusion_table(evaluation: Evaluation, names: Sequence[str] | None) -> Table:
     table = Table(title="Confusion matrix (rows: true class, columns: predicted)")
-    table.add_column("", justify="right", style="bold")
+    table.add_column("", justify="right" if names is None else "left", style="bold")
     for c in range(NUM_CLASSES):
         table.add_column(str(c), justify="right")
     for i, row in enumerate(evaluation.confusion.tolist()):
@@ -524,7 +622,7 @@ def _confusion_table(evaluation: Evaluation) -> Table:
             f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]0[/]")
             for j, v in enumerate(row)
         ]
-        table.add_row(str(i), *cells)
+        table.add_row(escape(_class_label(i, names)), *cells)
     return table
 
 
@@ -542,7 +640,8 @@ def evaluate(
     dataset: Annotated[
         DatasetChoice | None,
         typer.Option(
-            help="Score the test images of a named dataset. [dim]\\[default: embedded][/dim]",
+            help="Score the test images of a named dataset. [dim]\\[default, without --data: "
+            "the data the model was trained on, else embedded][/dim]",
             show_default=False,
         ),
     ] = None,
@@ -557,7 +656,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 500,
     device: Annotated[str, typer.Option(help="cpu, or cuda when torch sees a GPU.")] = "cpu",
 ) -> None:
-    """Score a model on labelled images: accuracy, per-class precision/recall, confusion matrix."""
+    """Score a model on labelled images: accuracy, per-class precision/recall, confusion matrix.
+
+    Without --data or --dataset: the test images of the data the model was trained on (as
+    recorded in the model file), the embedded sample for a file that records none.
+    """
     from mnist_cli.plots import write_confusion_png
 
     console = _stdout()
@@ -569,18 +672,21 @@ def evaluate(
             raise AppError("--batch-size must be at least 1")
         target = resolve_device(device)
         net, stored = read_model(model, device=target)
-        source = _evaluation_source(data, dataset)
+        source = _evaluation_source(model, stored, data, dataset)
+        if source.note is not None:
+            _say(console, source.note)
         predictions = infer_model(
             net,
-            source,
+            source.data,
             device=target,
             batch_size=batch_size,
             normalization=normalization_of(stored),
         )
         evaluation = evaluate_predictions(predictions)
-        _say(console, f"{model} on {len(predictions):,} images of {source.name}")
-        console.print(_class_table(evaluation))
-        console.print(_confusion_table(evaluation))
+        name = source.data.name
+        _say(console, f"{model} on {_count(len(predictions), 'image')} of {name}")
+        console.print(_class_table(evaluation, source.class_names))
+        console.print(_confusion_table(evaluation, source.class_names))
         correct = int(evaluation.confusion.diagonal().sum())
         _say(
             console,
@@ -588,11 +694,11 @@ def evaluate(
             f"loss {evaluation.loss:.4f}",
         )
         if json_path is not None:
-            summary = {"model": str(model), "data": source.name, **evaluation.to_json()}
+            summary = {"model": str(model), "data": name, **evaluation.to_json(source.class_names)}
             write_text_atomic(json_path, json.dumps(summary, indent=2) + "\n", "JSON file")
             _say(console, f"wrote {json_path}")
         if png is not None:
-            write_confusion_png(png, evaluation.confusion, f"{model.name} on {source.name}")
+            write_confusion_png(png, evaluation.confusion, f"{model.name} on {name}")
             _say(console, f"wrote {png}")
 
 
@@ -632,6 +738,8 @@ def _training_table(stored: dict[str, Any]) -> Table | None:
     table.add_row("seed", str(config.get("seed")))
     if config.get("val_split"):
         table.add_row("validation split", str(config.get("val_split")))
+    if config.get("plot"):
+        table.add_row("plot", str(config["plot"]))
     history = stored.get("history")
     if isinstance(history, list) and history:
         last = history[-1]
@@ -665,14 +773,17 @@ def inspect(
             f"written by scidevnn {report.framework_version}",
         )
         table = Table(title="Layers")
-        for name, justify in (
-            ("#", "right"),
-            ("name", "left"),
+        # A Sequential's layers are named 0, 1, ...: a "#" column would repeat the names.
+        numbered = any(row.name != str(i) for i, row in enumerate(report.layers))
+        columns = [("#", "right")] if numbered else []
+        columns += [
+            ("name", "right" if not numbered else "left"),
             ("type", "left"),
             ("output shape", "left"),
             ("parameters", "right"),
             ("package", "left"),
-        ):
+        ]
+        for name, justify in columns:
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
         for i, row in enumerate(report.layers):
             package = f"{row.package} {row.version}"
@@ -680,9 +791,9 @@ def inspect(
                 package += " (not installed)"
             elif row.installed_version != row.version:
                 package += f" (installed {row.installed_version})"
-            table.add_row(
-                str(i), row.name, row.type, row.output_shape, f"{row.parameters:,}", package
-            )
+            cells = [str(i)] if numbered else []
+            cells += [row.name, row.type, row.output_shape, f"{row.parameters:,}", package]
+            table.add_row(*cells)
         console.print(table)
         _say(console, f"input (1, 1, 28, 28); {report.parameters:,} parameters in all")
         training = _training_table(report.metadata)
@@ -713,7 +824,11 @@ def layers() -> None:
             )
         console.print(table)
         packages = sorted({info.distribution for info in infos})
-        _say(console, f"{len(infos)} layers from {len(packages)} packages: {', '.join(packages)}")
+        _say(
+            console,
+            f"{_count(len(infos), 'layer')} from {_count(len(packages), 'package')}: "
+            + ", ".join(packages),
+        )
 
 
 # --------------------------------------------------------------------- time

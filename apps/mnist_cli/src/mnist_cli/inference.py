@@ -222,16 +222,29 @@ class Evaluation:
         diagonal = self.confusion.diagonal()
         return [float(d) / float(a) if a else 0.0 for d, a in zip(diagonal, actual, strict=True)]
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able summary (what ``mnist-cli evaluate --json`` writes)."""
+    @property
+    def f1(self) -> list[float]:
+        """Per class: ``2 p r / (p + r)``, the harmonic mean of precision and recall (or 0)."""
+        return [
+            2 * p * r / (p + r) if p + r else 0.0
+            for p, r in zip(self.precision, self.recall, strict=True)
+        ]
+
+    def to_json(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """A JSON-able summary (what ``mnist-cli evaluate --json`` writes).
+
+        Each class's ``name`` comes from ``class_names`` (e.g. Fashion-MNIST's), else it is the
+        digit.
+        """
+        names = [str(c) for c in range(NUM_CLASSES)] if class_names is None else list(class_names)
         return {
             "images": int(self.confusion.sum()),
             "accuracy": self.accuracy,
             "loss": self.loss,
             "per_class": [
-                {"class": c, "precision": p, "recall": r, "support": s}
-                for c, (p, r, s) in enumerate(
-                    zip(self.precision, self.recall, self.support, strict=True)
+                {"class": c, "name": names[c], "precision": p, "recall": r, "f1": f, "support": s}
+                for c, (p, r, f, s) in enumerate(
+                    zip(self.precision, self.recall, self.f1, self.support, strict=True)
                 )
             ],
             "confusion_matrix": self.confusion.tolist(),

@@ -45,7 +45,7 @@ from scidevnn import SGD, Adam, AdamW, CrossEntropyLoss, Module, Optimizer
 #: Optimizer option -> the class name stored in the model file.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 #: Options a resumed run may change; any other must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "lr", "data_dir")
+RESUMABLE_CHANGES = ("epochs", "lr", "data_dir", "plot")
 #: How each configuration field is spelled on the command line (for messages).
 OPTION_NAMES = {
     "model": "--model",
@@ -59,6 +59,7 @@ OPTION_NAMES = {
     "seed": "--seed",
     "val_split": "--val-split",
     "limit": "--limit",
+    "plot": "--plot",
 }
 DEFAULT_OUT = Path("model.h5")
 
@@ -152,7 +153,7 @@ def resumed_config(saved: TrainConfig, requested: dict[str, Any], path: Path) ->
             raise AppError(
                 f"{OPTION_NAMES[key]} {value} differs from the checkpoint's "
                 f"{getattr(saved, key)}: a resumed run keeps the checkpoint's settings "
-                "(only --epochs, --lr and --data may change)"
+                "(only --epochs, --lr, --data and --plot may change)"
             )
     changes = {key: requested[key] for key in RESUMABLE_CHANGES if key in requested}
     return _validate(replace(saved, **changes))
@@ -459,13 +460,14 @@ def train_model(
     Data: the folder ``data`` (MNIST-layout IDX files) or the named ``dataset`` (``embedded``
     by default, ``mnist`` with ``download=True`` to fetch it, ``fashion``). Options left as
     None take the model's defaults (or, with ``resume``, the checkpoint's values: only
-    ``epochs``, ``lr`` and ``data`` may differ from them). ``epochs`` is the total to reach,
-    counting those already in a resumed checkpoint.
+    ``epochs``, ``lr``, ``data`` and ``plot`` may differ from them). ``epochs`` is the total to
+    reach, counting those already in a resumed checkpoint.
 
     Writes ``out`` (default ``model.h5``, or the ``resume`` file) after every epoch: a
     checkpoint that ``resume`` continues exactly; ``<out stem>.metrics.jsonl`` with one JSON
-    line per epoch; and the curves as a PNG when ``plot`` is given. Raises ``AppError`` (one
-    line) for bad options, ``TrainingDivergedError`` when the loss is not finite and
+    line per epoch; and the curves as a PNG when ``plot`` is given (recorded in the checkpoint:
+    a resumed run keeps drawing them there unless given another ``plot``). Raises ``AppError``
+    (one line) for bad options, ``TrainingDivergedError`` when the loss is not finite and
     ``TrainingInterrupted`` after Ctrl-C (a checkpoint saved), ``DataError`` for bad data and
     ``ModelFileError`` for a bad checkpoint.
 
@@ -492,6 +494,7 @@ def train_model(
         seed=seed,
         val_split=val_split,
         limit=limit,
+        plot=os.path.abspath(plot) if plot is not None else None,
     )
     target = resolve_device(device)
     resume_path = Path(resume) if resume is not None else None
@@ -530,6 +533,15 @@ def train_model(
         state = TrainingState()
         saved_epoch = None
 
+    if plot_path is None and config.plot is not None:  # the plot the resumed run drew
+        plot_path = Path(config.plot)
+        try:
+            check_output_path(plot_path, "plot")
+        except AppError as exc:
+            raise AppError(
+                f"{exc} (the plot recorded in {resume_path}: give --plot to draw it elsewhere)"
+            ) from None
+
     splits = _load_splits(config, download)
     if resume_path is None:
         torch.manual_seed(config.seed)
@@ -546,16 +558,24 @@ def train_model(
         reporter = SilentReporter()
     parameters = sum(p.numel() for p in net.parameters())
     spec = get_spec(config.model)
+    where = ""
+    if resume_path is not None:  # the position the Ctrl-C message named
+        batches = math.ceil(len(splits.train_labels) / config.batch_size)
+        where = (
+            f"; resuming epoch {state.epoch + 1} after batch {state.step}/{batches}"
+            if state.step
+            else f"; resuming after epoch {state.epoch}"
+        )
     reporter.message(
         f"{'Resuming' if resume_path else 'Training'} {config.model} ({spec.description}, "
         f"{parameters:,} parameters) on {splits.source}: {len(splits.train_labels):,} training "
         + (f"+ {len(splits.val_labels):,} validation " if splits.val_labels is not None else "")
-        + f"images; {config.optimizer} lr {config.lr:g}"
+        + ("image" if len(splits.train_labels) == 1 and splits.val_labels is None else "images")
+        + f"; {config.optimizer} lr {config.lr:g}"
         + (f" x{config.lr_decay:g}/epoch" if config.lr_decay != 1 else "")
         + f", batch {config.batch_size}, {config.epochs} epoch{'s' if config.epochs > 1 else ''}"
         + f", seed {config.seed}, {target}"
-        + (f"; from epoch {state.epoch}" if resume_path else "")
-        + (f", batch {state.step}" if resume_path and state.step else "")
+        + where
     )
     run = run_type(
         config, net, opt, state, splits, target, out_path, plot_path, reporter, saved_epoch

@@ -33,9 +33,13 @@ class Linear(Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        # torch's kaiming_uniform_(a=sqrt(5)), computed in the same order so that float64
+        # weights equal torch's to the last bit: bound = sqrt(3) * gain / sqrt(fan_in)
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+        w_bound = math.sqrt(3.0) * (gain / math.sqrt(in_features)) if in_features > 0 else 0.0
         weight = torch.empty(out_features, in_features, device=device, dtype=dtype)
-        self.weight = Parameter(weight.uniform_(-bound, bound))
+        self.weight = Parameter(weight.uniform_(-w_bound, w_bound))
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         self.bias: Parameter | None
         if bias:
             bias_value = torch.empty(out_features, device=device, dtype=dtype)
