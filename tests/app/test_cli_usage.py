@@ -227,7 +227,8 @@ def test_ctrl_c_prints_stopped_and_the_resume_header_names_the_same_position(
     resumed = run("train", "--resume", "m.h5")
     assert resumed.exit_code == 0, resumed.output
     header = resumed.stdout.splitlines()[0]
-    assert header.startswith("Resuming mlp") and header.endswith("; resuming epoch 2 after batch 1/3")
+    assert header.startswith("Resuming mlp")
+    assert header.endswith("; resuming epoch 2 after batch 1/3")
     assert read_checkpoint(tmp_path / "m.h5").state.finished
 
 
