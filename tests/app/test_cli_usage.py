@@ -305,3 +305,17 @@ def test_flags_show_no_bool_metavar() -> None:
     main, train = run("--help").stdout, run("train", "--help").stdout
     assert re.search(r"--version\s+Show the versions", main), main
     assert re.search(r"--download\s+With --dataset mnist", train), train
+
+
+def test_threads_option_sets_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        result = CliRunner().invoke(app, ["--threads", "3", "layers"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 3
+        result = CliRunner().invoke(app, ["layers"])  # no option, no OMP_NUM_THREADS: one
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
