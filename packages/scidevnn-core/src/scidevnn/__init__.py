@@ -30,7 +30,7 @@ from scidevnn.optim.optimizer import Optimizer
 from scidevnn.optim.sgd import SGD
 from scidevnn.parameter import Parameter
 from scidevnn.plugins import get_layer, list_layers
-from scidevnn.storage import load_model, save_model
+from scidevnn.storage import Checkpoint, load_checkpoint, load_model, save_model
 
 try:
     __version__ = metadata.version("scidevnn-core")
@@ -42,6 +42,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "BackwardError",
+    "Checkpoint",
     "CrossEntropyLoss",
     "Flatten",
     "Identity",
@@ -65,6 +66,7 @@ __all__ = [
     "hookimpl",
     "is_grad_enabled",
     "list_layers",
+    "load_checkpoint",
     "load_model",
     "no_grad",
     "save_model",
