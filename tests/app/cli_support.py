@@ -20,6 +20,15 @@ import torch
 
 from mnist_cli.data import load_embedded, write_idx
 
+#: The installed console script, as a user runs it (next to this interpreter, in its venv).
+MNIST_CLI = Path(sys.executable).with_name("mnist-cli")
+
+
+def command(*args: object) -> list[str]:
+    """The command line that runs the real ``mnist-cli`` console script with ``args``."""
+    assert MNIST_CLI.exists(), f"{MNIST_CLI} is missing: install apps/mnist_cli in this venv"
+    return [str(MNIST_CLI), *map(str, args)]
+
 
 @dataclass(frozen=True)
 class Result:
@@ -47,9 +56,9 @@ def cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 180,
 ) -> Result:
-    """Run ``python -m mnist_cli ARGS`` (the console script's code) in ``cwd``."""
+    """Run the real ``mnist-cli ARGS`` console script in ``cwd``."""
     process = subprocess.run(
-        [sys.executable, "-m", "mnist_cli", *map(str, args)],
+        command(*args),
         cwd=cwd,
         input=stdin if stdin is not None else b"",
         capture_output=True,

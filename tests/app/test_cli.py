@@ -11,7 +11,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +23,7 @@ from cli_support import (
     cli,
     cli_env,
     cli_many,
+    command,
     write_digit_pngs,
     write_idx_folder,
 )
@@ -56,8 +56,8 @@ def test_version_and_help(work: Path) -> None:
     assert f"torch {torch.__version__}" in version.stdout
     # no arguments: the help (click's convention: exit code 2, as for a usage error)
     assert bare.returncode == 2
-    for command in ("train", "infer", "evaluate", "inspect", "layers", "time"):
-        assert command in bare.stdout
+    for name in ("train", "infer", "evaluate", "inspect", "layers", "time"):
+        assert name in bare.stdout
 
 
 # --------------------------------------------------------------------- train
@@ -103,7 +103,7 @@ def test_train_smoke_writes_model_metrics_and_plot(
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues_exactly(tmp_path: Path) -> None:
     args = ["train", "--epochs", "40", "--limit", "256", "--batch-size", "16", "--out", "m.h5"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_cli", *args],
+        command(*args),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

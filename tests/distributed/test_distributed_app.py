@@ -17,7 +17,7 @@ from scidevnn import distributed as sdist
 def mnist_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="200", SCIDEVNN_DIST_TIMEOUT="60")
     return subprocess.run(
-        [sys.executable, "-m", "mnist_cli", *args],
+        [str(Path(sys.executable).with_name("mnist-cli")), *args],  # the real console script
         cwd=cwd,
         env=env,
         capture_output=True,
